@@ -1,0 +1,387 @@
+"""Score recordings: the inference path from a file (or array) to a :class:`ScoreResult`.
+
+audio blocks (``audio.iter_blocks``) -> speech frames (``vad``) -> sliding windows (``windows``)
+-> batched front-end + model under ``torch.inference_mode`` -> window logits
+-> call logit (``windows.call_logit``) -> calibrated probability and verdict.
+
+Audio is consumed block by block and windows are scored as soon as a batch is full, so memory does not grow
+with the length of a call. Windows of many files are packed into the same batches
+(:meth:`Detector.score_files`), so short files do not waste model calls.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from . import audio as audio_io
+from .checkpoint import CheckpointConfig
+from .errors import AudioLoadError, VoiceGuardError
+from .vad import FRAME_SECONDS, SpeechDetector, frame_length
+from .windows import call_logit, flag_regions
+
+log = logging.getLogger(__name__)
+
+VERDICTS = ("synthetic", "human", "inconclusive")
+DEFAULT_BATCH = 64  # windows per model call
+MAX_PENDING_FILES = 64  # files read ahead while their windows wait for a full batch
+
+
+@dataclass
+class Segment:
+    """A stretch of the call, in seconds from its start, with the probability it is synthetic."""
+
+    start: float
+    end: float
+    probability: float
+
+
+@dataclass
+class ScoreResult:
+    """What VoiceGuard says about one recording (one channel of it, with ``channels="each"``)."""
+
+    path: str | None
+    channel: int | None  # None when channels were mixed
+    probability: float | None  # calibrated P(synthetic) for the call; None when inconclusive
+    verdict: str  # "synthetic" | "human" | "inconclusive"
+    threshold: float  # probability at and above which the verdict is "synthetic"
+    duration: float  # s
+    speech_seconds: float  # s of speech found by the VAD
+    segments: list[Segment] = field(default_factory=list)  # every scored window, in time order
+    regions: list[Segment] = field(default_factory=list)  # flagged stretches (hysteresis), in time order
+    model: dict = field(default_factory=dict)  # {"name", "version", "trained"}
+    reason: str = ""  # why the verdict is inconclusive, when it is
+
+    @property
+    def top_segment(self) -> Segment | None:
+        """The most suspicious scored window."""
+        return max(self.segments, key=lambda s: s.probability) if self.segments else None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for key in ("probability",):
+            if d[key] is not None:
+                d[key] = round(d[key], 6)
+        for seg in d["segments"] + d["regions"]:
+            seg["start"], seg["end"] = round(seg["start"], 3), round(seg["end"], 3)
+            seg["probability"] = round(seg["probability"], 6)
+        return d
+
+
+@dataclass
+class FileOutcome:
+    """Result of scoring one path: one result per channel (one in all when mixed), or an error."""
+
+    path: str
+    results: list[ScoreResult] = field(default_factory=list)
+    error: VoiceGuardError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class _Windower:
+    """Cuts one channel's sample stream into windows and tracks its speech frames."""
+
+    def __init__(self, length: int, hop: int, min_length: int, vad: SpeechDetector) -> None:
+        self.length, self.hop, self.min_length = length, hop, min_length
+        self.vad = vad
+        self.frame = vad.frame
+        self.buf = np.zeros(0, np.float32)
+        self.buf_start = 0  # absolute index of buf[0]
+        self.total = 0  # samples pushed so far
+        self.next_start = 0
+        self.covered = 0  # end of the last emitted window
+        self._vad_rest = np.zeros(0, np.float32)
+        self._flags = np.zeros(1024, dtype=bool)
+        self.n_flags = 0
+
+    def _add_flags(self, new: np.ndarray) -> None:
+        need = self.n_flags + len(new)
+        if need > len(self._flags):
+            grown = np.zeros(max(need, 2 * len(self._flags)), dtype=bool)
+            grown[: self.n_flags] = self._flags[: self.n_flags]
+            self._flags = grown
+        self._flags[self.n_flags: need] = new
+        self.n_flags = need
+
+    def speech_fraction(self, start: int, end: int) -> float:
+        a, b = start // self.frame, max(start // self.frame + 1, end // self.frame)
+        flags = self._flags[a: min(b, self.n_flags)]
+        return float(flags.sum()) / float(b - a)
+
+    @property
+    def speech_seconds(self) -> float:
+        return float(self._flags[: self.n_flags].sum()) * FRAME_SECONDS
+
+    def push(self, x: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        pending = np.concatenate([self._vad_rest, x]) if len(self._vad_rest) else x
+        n_frames = len(pending) // self.frame
+        self._add_flags(self.vad(pending[: n_frames * self.frame]))
+        self._vad_rest = pending[n_frames * self.frame:].copy()
+        self.buf = np.concatenate([self.buf, x]) if len(self.buf) else np.asarray(x, np.float32)
+        self.total += len(x)
+        out = []
+        while self.next_start + self.length <= self.total:
+            off = self.next_start - self.buf_start
+            out.append((self.next_start, self.buf[off: off + self.length].copy()))
+            self.covered = self.next_start + self.length
+            self.next_start += self.hop
+        keep = max(self.buf_start, min(self.next_start, self.total - self.length))
+        self.buf = self.buf[keep - self.buf_start:]
+        self.buf_start = keep
+        return out
+
+    def finish(self) -> list[tuple[int, np.ndarray]]:
+        if self.covered >= self.total:
+            return []
+        if self.total <= self.length:  # the whole (short) signal is one window
+            return [(0, self.buf[: self.total].copy())] if self.total >= self.min_length else []
+        start = self.total - self.length  # ragged tail: one window aligned to the end
+        off = start - self.buf_start
+        self.covered = self.total
+        return [(start, self.buf[off: off + self.length].copy())]
+
+
+@dataclass
+class _Track:
+    """Windows of one channel of one file, waiting for their logits."""
+
+    channel: int | None
+    windower: _Windower
+    starts: list[int] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    logits: list[float | None] = field(default_factory=list)  # None: not speech, not scored
+
+
+@dataclass
+class _Job:
+    path: str
+    tracks: list[_Track] = field(default_factory=list)
+    unscored: int = 0
+    done: bool = False
+    error: VoiceGuardError | None = None
+    duration: float = 0.0
+
+
+class Detector:
+    """A loaded model with its front-end, windowing, calibration and threshold.
+
+    Examples
+    --------
+    >>> det = Detector.load()                       # the shipped checkpoint
+    >>> res = det.score_file("call.wav")            # ScoreResult, channels mixed
+    >>> res.verdict, res.probability, res.regions
+    >>> det.score_file("call.wav", channels="each") # list[ScoreResult], one per channel
+    """
+
+    def __init__(self, model, config: CheckpointConfig, *, device: str | None = None,
+                 batch_size: int = DEFAULT_BATCH, threshold: float | None = None) -> None:
+        import torch
+
+        from .features import FrontEnd
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.config = config
+        self.model = model.to(self.device).eval()
+        self.frontend = FrontEnd(config.features).to(self.device).eval()
+        self.batch_size = int(batch_size)
+        if threshold is not None and not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be a probability in (0, 1), got {threshold}")
+        self.threshold = float(config.threshold if threshold is None else threshold)
+        sr = config.sample_rate
+        self.win = int(round(config.window.seconds * sr))
+        self.hop = int(round(config.window.hop_seconds * sr))
+        self.min_len = max(int(round(config.window.min_seconds * sr)), config.features.n_fft * 4)
+        if not 0 < self.hop <= self.win:
+            raise ValueError(f"window hop ({config.window.hop_seconds} s) must be in (0, window length]")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, *, device: str | None = None,
+             window_seconds: float | None = None, hop_seconds: float | None = None, **kwargs) -> "Detector":
+        """Load a checkpoint (default: ``checkpoints/voiceguard.safetensors`` or $VOICEGUARD_CHECKPOINT).
+
+        ``window_seconds`` / ``hop_seconds`` override the checkpoint's windowing (a warning says so).
+        """
+        from . import checkpoint
+
+        model, config = checkpoint.load(path)
+        if window_seconds is not None or hop_seconds is not None:
+            import warnings
+            from dataclasses import replace
+
+            w = replace(config.window, seconds=window_seconds or config.window.seconds,
+                        hop_seconds=hop_seconds or config.window.hop_seconds)
+            warnings.warn(f"overriding the checkpoint's windows ({config.window.seconds} s every "
+                          f"{config.window.hop_seconds} s) with {w.seconds} s every {w.hop_seconds} s; "
+                          "scores will differ from the calibrated ones", stacklevel=2)
+            config = config.replace(window=w)
+        return cls(model, config, device=device, **kwargs)
+
+    @classmethod
+    def untrained(cls, config: CheckpointConfig | None = None, *, seed: int = 0, **kwargs) -> "Detector":
+        """A detector with random weights: for tests and smoke runs only; its scores mean nothing."""
+        import torch
+
+        from .model import build_model
+
+        config = config or CheckpointConfig(name="untrained")
+        torch.manual_seed(seed)
+        model = build_model(config.model)
+        return cls(model, config, **kwargs)
+
+    @property
+    def model_info(self) -> dict:
+        from . import __version__
+
+        return {"name": self.config.name, "version": self.config.voiceguard_version or __version__,
+                "trained": self.config.trained}
+
+    # ------------------------------------------------------------------ public scoring API
+    def score_file(self, path: str | os.PathLike, *, channels: str = "mix"):
+        """Score one file. Returns a :class:`ScoreResult` for ``"mix"``, a list of them for ``"each"``.
+
+        Raises
+        ------
+        AudioLoadError
+            when the file cannot be read.
+        """
+        outcome = next(self.score_files([path], channels=channels))
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.results[0] if channels == "mix" else outcome.results
+
+    def score_array(self, samples: np.ndarray, sample_rate: int, *, channels: str = "mix"):
+        """Score an in-memory signal [shape=(n,) or (C, n)] at ``sample_rate`` Hz (same return as ``score_file``)."""
+        x = audio_io.validate_samples(samples, sample_rate)
+        if channels == "mix":
+            x = x.mean(axis=0, keepdims=True)
+        x = audio_io.resample(x, int(sample_rate), self.config.sample_rate)
+        outcome = next(self._score_sources([(None, iter([x]))], channels=channels))
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.results[0] if channels == "mix" else outcome.results
+
+    def score_files(self, paths: Iterable[str | os.PathLike], *, channels: str = "mix",
+                    progress: Callable[[FileOutcome], None] | None = None) -> Iterator[FileOutcome]:
+        """Score many files, packing their windows into shared batches; yields outcomes in input order.
+
+        A file that cannot be read yields a :class:`FileOutcome` with ``error`` set; the others go on.
+        """
+        sources = ((str(p), audio_io.iter_blocks(p, sample_rate=self.config.sample_rate, channels=channels))
+                   for p in paths)
+        for outcome in self._score_sources(sources, channels=channels):
+            if progress is not None:
+                progress(outcome)
+            yield outcome
+
+    # ------------------------------------------------------------------ engine
+    def _new_track(self, channel: int | None) -> _Track:
+        vad = SpeechDetector(self.config.vad, self.config.sample_rate)
+        return _Track(channel, _Windower(self.win, self.hop, self.min_len, vad))
+
+    def _score_sources(self, sources, *, channels: str) -> Iterator[FileOutcome]:
+        queue: deque[_Job] = deque()
+        batch: list[tuple[_Job, _Track, int, np.ndarray]] = []
+
+        def add(job: _Job, track: _Track, windows: list[tuple[int, np.ndarray]]) -> None:
+            w = track.windower
+            for start, x in windows:
+                track.starts.append(start)
+                track.lengths.append(len(x))
+                if w.speech_fraction(start, start + len(x)) >= self.config.window.min_speech_fraction:
+                    track.logits.append(np.nan)  # placeholder until scored
+                    job.unscored += 1
+                    batch.append((job, track, len(track.logits) - 1, x))
+                else:
+                    track.logits.append(None)
+            if len(batch) >= self.batch_size:
+                self._run_batch(batch)
+                batch.clear()
+
+        for path, blocks in sources:
+            job = _Job(path or "")
+            queue.append(job)
+            try:
+                for block in blocks:  # (C, n) float32 at the model rate
+                    if not job.tracks:
+                        n_ch = block.shape[0]
+                        job.tracks = [self._new_track(None if channels == "mix" else c) for c in range(n_ch)]
+                    for track, x in zip(job.tracks, block):
+                        add(job, track, track.windower.push(x))
+                if not job.tracks or job.tracks[0].windower.total == 0:
+                    raise AudioLoadError(f"{path}: contains no audio samples", kind="empty")
+                for track in job.tracks:
+                    add(job, track, track.windower.finish())
+                job.duration = job.tracks[0].windower.total / self.config.sample_rate
+            except VoiceGuardError as err:
+                job.error = err
+                job.unscored = 0
+                batch[:] = [b for b in batch if b[0] is not job]
+            except MemoryError:
+                job.error = AudioLoadError(f"{path}: out of memory while decoding", kind="too-long")
+                batch[:] = [b for b in batch if b[0] is not job]
+            job.done = True
+            if len(queue) > MAX_PENDING_FILES and batch:  # bound the look-ahead of packing
+                self._run_batch(batch)
+                batch.clear()
+            while queue and queue[0].done and queue[0].unscored == 0:
+                yield self._finish(queue.popleft())
+        if batch:
+            self._run_batch(batch)
+            batch.clear()
+        while queue:
+            yield self._finish(queue.popleft())
+
+    def _run_batch(self, batch: list[tuple[_Job, _Track, int, np.ndarray]]) -> None:
+        import torch
+
+        by_len: dict[int, list[int]] = {}
+        for i, item in enumerate(batch):
+            by_len.setdefault(len(item[3]), []).append(i)
+        with torch.inference_mode():
+            for idx in by_len.values():
+                x = torch.from_numpy(np.stack([batch[i][3] for i in idx])).to(self.device)
+                logits = self.model(self.frontend(x)).float().cpu().numpy()
+                for i, z in zip(idx, logits):
+                    job, track, k, _ = batch[i]
+                    track.logits[k] = float(z)
+                    job.unscored -= 1
+
+    def _finish(self, job: _Job) -> FileOutcome:
+        if job.error is not None:
+            return FileOutcome(job.path, error=job.error)
+        return FileOutcome(job.path, results=[self._result(job, t) for t in job.tracks])
+
+    def _result(self, job: _Job, track: _Track) -> ScoreResult:
+        cfg = self.config
+        sr = cfg.sample_rate
+        cal = cfg.calibration
+        scored = [(s, n, z) for s, n, z in zip(track.starts, track.lengths, track.logits) if z is not None]
+        speech = track.windower.speech_seconds
+        segments = [Segment(s / sr, (s + n) / sr, float(cal.probability(z))) for s, n, z in scored]
+        base = dict(path=job.path or None, channel=track.channel, threshold=self.threshold,
+                    duration=round(job.duration, 3), speech_seconds=round(speech, 2), segments=segments,
+                    model=self.model_info)
+        if job.duration < cfg.window.min_seconds:
+            return ScoreResult(probability=None, verdict="inconclusive",
+                               reason=f"only {job.duration:.2f} s of audio (needs {cfg.window.min_seconds:g} s)",
+                               **base)
+        if not scored or speech < cfg.min_speech_seconds:
+            return ScoreResult(probability=None, verdict="inconclusive",
+                               reason=f"only {speech:.1f} s of speech found (needs {cfg.min_speech_seconds:g} s)",
+                               **base)
+        logit = call_logit(np.array([z for _, _, z in scored]), cfg.aggregation)
+        prob = float(cal.probability(logit))
+        regions = [Segment(a, b, p) for a, b, p in flag_regions(
+            np.array([s.start for s in segments]), np.array([s.end for s in segments]),
+            np.array([s.probability for s in segments]), onset=self.threshold,
+            offset=max(0.0, self.threshold - 0.1), min_duration=0.0)]
+        verdict = "synthetic" if prob >= self.threshold else "human"
+        return ScoreResult(probability=prob, verdict=verdict, regions=regions, **base)

@@ -1,0 +1,100 @@
+"""Spectral front-ends as ``nn.Module``s: raw windows in, normalised feature maps out.
+
+The front-end's parameters are part of every checkpoint's config, so a model always gets the features it
+was trained with. Features are local to their window: each window is transformed and normalised on its own
+(no whole-file statistics), so a clip scored alone scores the same inside a long call.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .audio import SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Front-end parameters.
+
+    kind: ``"lfcc"`` (linear-frequency cepstra with deltas), ``"lfb"`` (log linear filterbank) or
+    ``"logmel"`` (log mel filterbank).
+    """
+
+    kind: str = "lfcc"
+    sample_rate: int = SAMPLE_RATE  # Hz
+    n_fft: int = 512  # FFT size, samples (32 ms at 16 kHz)
+    win_length: int = 400  # analysis window, samples (25 ms at 16 kHz)
+    hop_length: int = 160  # frame step, samples (10 ms at 16 kHz)
+    n_filters: int = 70  # triangular filters between f_min and f_max
+    n_coeffs: int = 20  # cepstral coefficients kept (lfcc only)
+    deltas: bool = True  # append first and second time derivatives
+    f_min: float = 0.0  # Hz
+    f_max: float = 8000.0  # Hz
+    top_db: float = 80.0  # dB; floor below each window's loudest band (neutralises digital silence)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("lfcc", "lfb", "logmel"):
+            raise ValueError(f"feature kind must be lfcc, lfb or logmel, got {self.kind!r}")
+        if self.win_length > self.n_fft:
+            raise ValueError(f"win_length ({self.win_length}) must not exceed n_fft ({self.n_fft})")
+
+    @property
+    def n_features(self) -> int:
+        """Rows of the feature map."""
+        base = self.n_coeffs if self.kind == "lfcc" else self.n_filters
+        return base * (3 if self.deltas else 1)
+
+    def n_frames(self, n_samples: int) -> int:
+        """Columns of the feature map for a window of ``n_samples``."""
+        return max(0, 1 + (n_samples - self.n_fft) // self.hop_length)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class FrontEnd(nn.Module):
+    """Windows [shape=(B, n), float32, at ``config.sample_rate``] -> features [shape=(B, F, T)].
+
+    Per window and per row, the mean over time is removed (cepstral mean normalisation): this takes
+    away the recording level and a fixed channel colouring, both shortcuts in training data.
+    """
+
+    def __init__(self, config: FeatureConfig = FeatureConfig()) -> None:
+        super().__init__()
+        import torchaudio.functional as AF
+
+        self.config = config
+        n_freqs = config.n_fft // 2 + 1
+        if config.kind == "logmel":
+            fb = AF.melscale_fbanks(n_freqs, config.f_min, config.f_max, config.n_filters, config.sample_rate,
+                                    norm="slaney", mel_scale="slaney")
+        else:
+            fb = AF.linear_fbanks(n_freqs, config.f_min, config.f_max, config.n_filters, config.sample_rate)
+        self.register_buffer("fbank", fb, persistent=False)  # (n_freqs, n_filters)
+        self.register_buffer("window", torch.hann_window(config.win_length), persistent=False)
+        if config.kind == "lfcc":
+            dct = AF.create_dct(config.n_coeffs, config.n_filters, norm="ortho")
+            self.register_buffer("dct", dct, persistent=False)  # (n_filters, n_coeffs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torchaudio.functional as AF
+
+        c = self.config
+        if x.dim() != 2:
+            raise ValueError(f"expected windows of shape (batch, samples), got {tuple(x.shape)}")
+        if x.shape[-1] < c.n_fft:
+            raise ValueError(f"window of {x.shape[-1]} samples is shorter than one FFT ({c.n_fft})")
+        spec = torch.stft(x, c.n_fft, c.hop_length, c.win_length, self.window, center=False,
+                          return_complex=True).abs().pow(2)  # (B, n_freqs, T)
+        bands = torch.matmul(spec.transpose(1, 2), self.fbank)  # (B, T, n_filters)
+        db = 10.0 * torch.log10(bands.clamp_min(1e-10))
+        db = torch.maximum(db, db.amax(dim=(1, 2), keepdim=True) - c.top_db)
+        feats = torch.matmul(db, self.dct) if c.kind == "lfcc" else db  # (B, T, F0)
+        feats = feats.transpose(1, 2)  # (B, F0, T)
+        if c.deltas:
+            d1 = AF.compute_deltas(feats, win_length=5)
+            d2 = AF.compute_deltas(d1, win_length=5)
+            feats = torch.cat([feats, d1, d2], dim=1)
+        return feats - feats.mean(dim=2, keepdim=True)

@@ -1,0 +1,76 @@
+"""The classifier: a compact light CNN (LCNN, max-feature-map activations) over a feature map.
+
+Input: features [shape=(B, F, T)] from :class:`voiceguard.features.FrontEnd`.
+Output: one logit per window [shape=(B,)]; higher means more likely synthetic.
+Any T >= 16 works (statistics pooling over time), so short calls need no padding.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "lcnn"
+    n_features: int = 60  # rows of the input feature map
+    channels: tuple[int, ...] = (16, 24, 32, 32)  # after each max-feature-map; first is the stem
+    time_stride: int = 3  # stride of the stem along time (10 ms frames -> 30 ms)
+    embedding: int = 64
+    dropout: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.arch != "lcnn":
+            raise ValueError(f"unknown architecture {self.arch!r} (this version knows 'lcnn')")
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+
+class MaxFeatureMap(nn.Module):
+    """Split channels in two halves and keep the element-wise maximum."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = x.chunk(2, dim=1)
+        return torch.maximum(a, b)
+
+
+def _mfm_conv(c_in: int, c_out: int, k: int, stride: tuple[int, int] = (1, 1)) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, 2 * c_out, k, stride=stride, padding=k // 2), MaxFeatureMap())
+
+
+class LCNN(nn.Module):
+    def __init__(self, config: ModelConfig = ModelConfig()) -> None:
+        super().__init__()
+        self.config = config
+        ch = config.channels
+        self.input_norm = nn.BatchNorm1d(config.n_features)
+        layers: list[nn.Module] = [_mfm_conv(1, ch[0], 3, stride=(1, config.time_stride)), nn.MaxPool2d(2)]
+        f = config.n_features // 2
+        for c_in, c_out in zip(ch[:-1], ch[1:]):
+            layers += [_mfm_conv(c_in, c_in, 1), nn.BatchNorm2d(c_in), _mfm_conv(c_in, c_out, 3),
+                       nn.MaxPool2d(2), nn.BatchNorm2d(c_out)]
+            f //= 2
+        self.body = nn.Sequential(*layers)
+        dim = ch[-1] * f
+        self.head = nn.Sequential(
+            nn.Linear(2 * dim, config.embedding), nn.BatchNorm1d(config.embedding), nn.LeakyReLU(0.1),
+            nn.Dropout(config.dropout), nn.Linear(config.embedding, 1),
+        )
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        x = self.input_norm(feats).unsqueeze(1)  # (B, 1, F, T)
+        x = self.body(x)  # (B, C, F', T')
+        x = x.flatten(1, 2)  # (B, C*F', T')
+        stats = torch.cat([x.mean(dim=2), x.std(dim=2, unbiased=False)], dim=1)
+        return self.head(stats).squeeze(1)
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    """Model for a config (one architecture today; the config names it so others can follow)."""
+    return LCNN(config)

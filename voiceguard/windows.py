@@ -1,0 +1,121 @@
+"""Sliding windows over a call and the aggregation of their scores: pure functions, no I/O, no torch.
+
+A call is cut into windows of ``length`` samples every ``hop`` samples. A ragged tail gets one more window
+aligned to the end of the call, so every sample is covered; a call shorter than one window is one window.
+Window scores (logits, higher = more likely synthetic) become a call score by
+:func:`call_logit`, and flagged regions by :func:`flag_regions` (hysteresis + minimum duration).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def window_starts(n_samples: int, length: int, hop: int) -> np.ndarray:
+    """Start indices of the windows covering ``n_samples``.
+
+    Parameters
+    ----------
+    n_samples : int >= 0
+    length : int > 0, window length in samples
+    hop : int, 0 < hop <= length
+
+    Returns
+    -------
+    np.ndarray [shape=(k,), dtype=int64]
+        k = 0 for an empty signal; ``[0]`` when ``n_samples <= length`` (one short window);
+        otherwise ``0, hop, 2*hop, ...`` plus ``n_samples - length`` when the last regular window
+        does not reach the end.
+    """
+    if length <= 0:
+        raise ValueError(f"window length must be > 0 samples, got {length}")
+    if hop <= 0 or hop > length:
+        raise ValueError(f"hop must be in 1..{length} samples (the window length), got {hop}")
+    if n_samples <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if n_samples <= length:
+        return np.zeros(1, dtype=np.int64)
+    starts = np.arange(0, n_samples - length + 1, hop, dtype=np.int64)
+    if starts[-1] + length < n_samples:
+        starts = np.append(starts, n_samples - length)
+    return starts
+
+
+@dataclass(frozen=True)
+class AggregationConfig:
+    """How window logits become one call-level logit.
+
+    The call logit is the highest mean logit over any run of ``context`` consecutive scored windows
+    (all of them when fewer). A short synthetic stretch inside a long real call still raises the call
+    score (a max), while a single noisy window does not (the mean over ``context`` windows).
+    """
+
+    context: int = 3  # windows averaged before taking the maximum
+
+    def to_dict(self) -> dict:
+        return {"context": self.context}
+
+
+def call_logit(window_logits: np.ndarray, config: AggregationConfig = AggregationConfig()) -> float:
+    """Call-level logit from the logits of the scored windows, in time order.
+
+    Parameters
+    ----------
+    window_logits : np.ndarray [shape=(k,)], k >= 1
+
+    Returns
+    -------
+    float
+        max over i of mean(window_logits[i : i + context]).
+    """
+    z = np.asarray(window_logits, dtype=np.float64)
+    if z.size == 0:
+        raise ValueError("no scored windows to aggregate")
+    c = max(1, min(int(config.context), z.size))
+    csum = np.concatenate([[0.0], np.cumsum(z)])
+    means = (csum[c:] - csum[:-c]) / c
+    return float(means.max())
+
+
+def flag_regions(
+    starts: np.ndarray,
+    ends: np.ndarray,
+    probs: np.ndarray,
+    *,
+    onset: float,
+    offset: float | None = None,
+    min_duration: float = 0.0,
+) -> list[tuple[float, float, float]]:
+    """Regions where the synthetic probability is high, with hysteresis.
+
+    A region opens at a window whose probability is >= ``onset`` and stays open while windows are
+    >= ``offset`` (default ``onset - 0.1``). Regions shorter than ``min_duration`` seconds are dropped.
+
+    Parameters
+    ----------
+    starts, ends : np.ndarray [shape=(k,)], seconds, windows in time order
+    probs : np.ndarray [shape=(k,)], in [0, 1]
+
+    Returns
+    -------
+    list of (start_s, end_s, max_probability)
+    """
+    off = onset - 0.1 if offset is None else offset
+    if off > onset:
+        raise ValueError(f"offset ({off}) must not exceed onset ({onset})")
+    regions: list[tuple[float, float, float]] = []
+    cur: list[float] | None = None
+    for s, e, p in zip(starts, ends, probs):
+        if cur is None:
+            if p >= onset:
+                cur = [float(s), float(e), float(p)]
+        elif p >= off and s <= cur[1] + 1e-9:
+            cur[1] = max(cur[1], float(e))
+            cur[2] = max(cur[2], float(p))
+        else:
+            regions.append((cur[0], cur[1], cur[2]))
+            cur = [float(s), float(e), float(p)] if p >= onset else None
+    if cur is not None:
+        regions.append((cur[0], cur[1], cur[2]))
+    return [r for r in regions if r[1] - r[0] >= min_duration]
