@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 VERDICTS = ("synthetic", "human", "inconclusive")
 DEFAULT_BATCH = 64  # windows per model call
+DITHER_RMS = 1e-4  # -80 dBFS
 MAX_PENDING_FILES = 64  # files read ahead while their windows wait for a full batch
 
 
@@ -55,6 +56,7 @@ class ScoreResult:
     regions: list[Segment] = field(default_factory=list)  # flagged stretches (hysteresis), in time order
     model: dict = field(default_factory=dict)  # {"name", "version", "trained"}
     reason: str = ""  # why the verdict is inconclusive, when it is
+    logit: float | None = None  # raw (uncalibrated) call-level model logit, for calibration and score files
 
     @property
     def top_segment(self) -> Segment | None:
@@ -198,6 +200,9 @@ class Detector:
         self.win = int(round(config.window.seconds * sr))
         self.hop = int(round(config.window.hop_seconds * sr))
         self.min_len = max(int(round(config.window.min_seconds * sr)), config.features.n_fft * 4)
+        # fixed, tiny noise (-80 dBFS) added to every window: exact digital zeros (TTS pauses, padding)
+        # then look like the dithered silence the model saw in training; fixed seed keeps scoring deterministic
+        self._dither = (np.random.default_rng(0).standard_normal(self.win) * DITHER_RMS).astype(np.float32)
         if not 0 < self.hop <= self.win:
             raise ValueError(f"window hop ({config.window.hop_seconds} s) must be in (0, window length]")
 
@@ -267,6 +272,12 @@ class Detector:
         if outcome.error is not None:
             raise outcome.error
         return outcome.results[0] if channels == "mix" else outcome.results
+
+    def score_arrays(self, signals: Iterable[np.ndarray], sample_rate: int) -> Iterator[FileOutcome]:
+        """Score many mono in-memory signals [shape=(n,)] at ``sample_rate`` Hz, packed into shared batches."""
+        sources = ((None, iter([audio_io.resample(audio_io.validate_samples(x, sample_rate), sample_rate,
+                                                  self.config.sample_rate)])) for x in signals)
+        return self._score_sources(sources, channels="mix")
 
     def score_files(self, paths: Iterable[str | os.PathLike], *, channels: str = "mix",
                     progress: Callable[[FileOutcome], None] | None = None) -> Iterator[FileOutcome]:
@@ -342,17 +353,14 @@ class Detector:
     def _run_batch(self, batch: list[tuple[_Job, _Track, int, np.ndarray]]) -> None:
         import torch
 
-        by_len: dict[int, list[int]] = {}
-        for i, item in enumerate(batch):
-            by_len.setdefault(len(item[3]), []).append(i)
+        # a window shorter than the model's (a short call) is tiled to full length, as in training
+        x = np.stack([item[3] if len(item[3]) == self.win else np.resize(item[3], self.win) for item in batch])
+        x += self._dither
         with torch.inference_mode():
-            for idx in by_len.values():
-                x = torch.from_numpy(np.stack([batch[i][3] for i in idx])).to(self.device)
-                logits = self.model(self.frontend(x)).float().cpu().numpy()
-                for i, z in zip(idx, logits):
-                    job, track, k, _ = batch[i]
-                    track.logits[k] = float(z)
-                    job.unscored -= 1
+            logits = self.model(self.frontend(torch.from_numpy(x).to(self.device))).float().cpu().numpy()
+        for (job, track, k, _), z in zip(batch, logits):
+            track.logits[k] = float(z)
+            job.unscored -= 1
 
     def _finish(self, job: _Job) -> FileOutcome:
         if job.error is not None:
@@ -384,4 +392,4 @@ class Detector:
             np.array([s.probability for s in segments]), onset=self.threshold,
             offset=max(0.0, self.threshold - 0.1), min_duration=0.0)]
         verdict = "synthetic" if prob >= self.threshold else "human"
-        return ScoreResult(probability=prob, verdict=verdict, regions=regions, **base)
+        return ScoreResult(probability=prob, verdict=verdict, regions=regions, logit=logit, **base)

@@ -1,0 +1,207 @@
+"""Augmentation: the same random channel for real and fake speech, so the label cannot hide in the channel.
+
+Each transform takes and returns a mono float32 signal at 16 kHz [shape=(n,)] of the same length, in [-1, 1].
+:class:`Augmenter` draws a random chain per example: level, silence (digital zeros), reverberation,
+additive noise, band-limiting, telephone or wideband codecs, dither. Its probabilities do not depend on
+the label, which neutralises the shortcuts of the training corpus: bandwidth (8 kHz sources only on the
+real side), codec, digital silence in TTS output, loudness, and leading/trailing silence.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, resample
+
+log = logging.getLogger(__name__)
+
+#: codecs soundfile encodes and decodes in memory: name -> (container format, subtype, sample rate Hz)
+CODECS: dict[str, tuple[str, str, int]] = {
+    "ulaw": ("WAV", "ULAW", 8000),
+    "alaw": ("WAV", "ALAW", 8000),
+    "gsm": ("WAV", "GSM610", 8000),
+    "g721": ("AU", "G721_32", 8000),
+    "opus8": ("OGG", "OPUS", 8000),
+    "mp3_8": ("MP3", "MPEG_LAYER_III", 8000),
+    "opus16": ("OGG", "OPUS", 16000),
+    "vorbis16": ("OGG", "VORBIS", 16000),
+    "mp3_16": ("MP3", "MPEG_LAYER_III", 16000),
+}
+TELEPHONE_CODECS = ("ulaw", "alaw", "gsm", "g721", "opus8", "mp3_8")
+WIDEBAND_CODECS = ("vorbis16", "mp3_16")  # opus16 is 10x slower to encode here; used in tests
+
+
+def _fit(y: np.ndarray, n: int) -> np.ndarray:
+    """Trim or zero-pad to exactly n samples (codecs add or drop a few)."""
+    if len(y) >= n:
+        return y[:n]
+    return np.concatenate([y, np.zeros(n - len(y), np.float32)])
+
+
+def gain_to_rms(x: np.ndarray, rms_db: float) -> np.ndarray:
+    """Scale to an RMS level in dBFS (peaks clipped to +-1)."""
+    rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+    if rms < 1e-8:
+        return x
+    return np.clip(x * (10 ** (rms_db / 20) / rms), -1.0, 1.0).astype(np.float32)
+
+
+def codec(x: np.ndarray, name: str, sr: int = SAMPLE_RATE, *, bitrate: float | None = None) -> np.ndarray:
+    """Encode and decode through a codec in memory (at the codec's rate), back to ``sr`` and length.
+
+    ``name`` is a key of :data:`CODECS`, or ``"amr"`` (AMR-NB through the ``sox`` program).
+    ``bitrate`` in [0, 1] sets the compression level for Opus/Vorbis/MP3 (1 = most compressed).
+    """
+    if name == "amr":
+        return amr(x, sr)
+    import soundfile as sf
+
+    fmt, subtype, rate = CODECS[name]
+    y = resample(x, sr, rate) if rate != sr else x
+    buf = io.BytesIO()
+    kwargs = {}
+    if bitrate is not None and subtype in ("OPUS", "VORBIS", "MPEG_LAYER_III"):
+        kwargs["compression_level"] = float(bitrate)
+    sf.write(buf, np.clip(y, -1, 1), rate, format=fmt, subtype=subtype, **kwargs)
+    buf.seek(0)
+    z, _ = sf.read(buf, dtype="float32")
+    z = resample(z, rate, sr) if rate != sr else z
+    return _fit(np.asarray(z, np.float32), len(x))
+
+
+def amr(x: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """AMR-NB round trip through ``sox`` (skipped with a warning when sox lacks AMR support)."""
+    import soundfile as sf
+
+    if shutil.which("sox") is None:
+        raise RuntimeError("AMR-NB needs the sox program (apt-get install sox libsox-fmt-all)")
+    with tempfile.TemporaryDirectory() as d:
+        src, enc, dec = Path(d, "in.wav"), Path(d, "x.amr-nb"), Path(d, "out.wav")
+        sf.write(src, np.clip(resample(x, sr, 8000), -1, 1), 8000, subtype="PCM_16")
+        subprocess.run(["sox", str(src), "-C", "7", str(enc)], check=True, capture_output=True)
+        subprocess.run(["sox", str(enc), "-r", "8000", str(dec)], check=True, capture_output=True)
+        z, _ = sf.read(dec, dtype="float32")
+    return _fit(resample(z, 8000, sr), len(x))
+
+
+def band_limit(x: np.ndarray, low_hz: float, high_hz: float, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Butterworth band-pass (4th order, zero phase)."""
+    from scipy.signal import butter, sosfiltfilt
+
+    nyq = sr / 2
+    high = min(high_hz, nyq * 0.98)
+    sos = butter(4, [max(low_hz, 1.0) / nyq, high / nyq], btype="band", output="sos")
+    return sosfiltfilt(sos, x).astype(np.float32)
+
+
+def coloured_noise(n: int, rng: np.random.Generator, exponent: float) -> np.ndarray:
+    """Noise with a 1/f**exponent power spectrum (0 white, 1 pink, 2 brown), unit RMS."""
+    spec = rng.standard_normal(n // 2 + 1) + 1j * rng.standard_normal(n // 2 + 1)
+    f = np.arange(n // 2 + 1, dtype=np.float64)
+    f[0] = 1.0
+    y = np.fft.irfft(spec / f ** (exponent / 2), n)
+    return (y / (np.sqrt(np.mean(y**2)) + 1e-12)).astype(np.float32)
+
+
+def add_noise(x: np.ndarray, snr_db: float, rng: np.random.Generator, exponent: float = 1.0) -> np.ndarray:
+    """Additive coloured noise at ``snr_db`` relative to the signal's RMS."""
+    rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+    if rms < 1e-8:
+        return x
+    return (x + coloured_noise(len(x), rng, exponent) * rms * 10 ** (-snr_db / 20)).astype(np.float32)
+
+
+def reverb(x: np.ndarray, rt60: float, rng: np.random.Generator, sr: int = SAMPLE_RATE,
+           wet: float = 0.5) -> np.ndarray:
+    """Convolve with a synthetic room response (exponentially decaying noise, ``rt60`` seconds)."""
+    from scipy.signal import fftconvolve
+
+    n = max(16, int(rt60 * sr))
+    t = np.arange(n) / sr
+    rir = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)
+    rir[0] = 1.0 / wet
+    rir /= np.sqrt(np.sum(rir**2))
+    y = fftconvolve(x, rir)[: len(x)]
+    peak = np.abs(y).max()
+    return (y / peak * np.abs(x).max() if peak > 0 else y).astype(np.float32)
+
+
+def dither(x: np.ndarray, level_db: float, rng: np.random.Generator) -> np.ndarray:
+    """Add white noise at ``level_db`` dBFS RMS (removes exact digital zeros)."""
+    return (x + rng.standard_normal(len(x)).astype(np.float32) * 10 ** (level_db / 20)).astype(np.float32)
+
+
+def insert_silence(x: np.ndarray, rng: np.random.Generator, sr: int = SAMPLE_RATE,
+                   max_seconds: float = 0.6) -> np.ndarray:
+    """Overwrite a random stretch with digital zeros (as in TTS pauses), keeping the length."""
+    n = int(rng.uniform(0.05, max_seconds) * sr)
+    if n >= len(x):
+        return x
+    y = x.copy()
+    a = int(rng.integers(0, len(x) - n))
+    y[a: a + n] = 0.0
+    return y
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    p_silence: float = 0.25  # overwrite a stretch with digital zeros
+    p_reverb: float = 0.15
+    p_noise: float = 0.35
+    snr_db: tuple[float, float] = (8.0, 40.0)
+    p_telephone: float = 0.45  # 8 kHz band-pass + narrowband codec
+    p_wideband_codec: float = 0.15
+    p_band_limit: float = 0.15  # low-pass at a random 3.4-7.5 kHz, no codec
+    rms_db: tuple[float, float] = (-35.0, -14.0)  # final level, dBFS
+    dither_db: tuple[float, float] = (-90.0, -66.0)  # always added
+
+
+class Augmenter:
+    """Random, label-blind channel simulation. ``augmenter(x)`` returns a new signal of the same length."""
+
+    def __init__(self, config: AugmentConfig = AugmentConfig(), seed: int | None = None,
+                 sr: int = SAMPLE_RATE) -> None:
+        self.config = config
+        self.rng = np.random.default_rng(seed)
+        self.sr = sr
+        self.telephone_codecs = TELEPHONE_CODECS + (("amr",) if shutil.which("sox") else ())
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        c, r, sr = self.config, self.rng, self.sr
+        y = np.asarray(x, np.float32)
+        y = gain_to_rms(y, -24.0)
+        if r.random() < c.p_silence:
+            y = insert_silence(y, r, sr)
+        if r.random() < c.p_reverb:
+            y = reverb(y, float(r.uniform(0.15, 0.7)), r, sr)
+        if r.random() < c.p_noise:
+            y = add_noise(y, float(r.uniform(*c.snr_db)), r, exponent=float(r.choice([0.0, 1.0, 2.0])))
+        u = r.random()
+        try:
+            if u < c.p_telephone:
+                y = band_limit(y, float(r.uniform(60, 300)), float(r.uniform(3300, 3800)), sr)
+                name = str(r.choice(self.telephone_codecs))
+                if name != "amr":  # AMR costs a process per call: use it a little less
+                    y = codec(y, name, sr, bitrate=float(r.uniform(0.3, 1.0)))
+                elif r.random() < 0.3:
+                    y = codec(y, name, sr)
+            elif u < c.p_telephone + c.p_wideband_codec:
+                y = codec(y, str(r.choice(WIDEBAND_CODECS)), sr, bitrate=float(r.uniform(0.2, 1.0)))
+            elif u < c.p_telephone + c.p_wideband_codec + c.p_band_limit:
+                y = band_limit(y, 20.0, float(r.uniform(3400, 7500)), sr)
+        except Exception as err:  # noqa: BLE001 - a codec failing on one example must not stop training
+            log.debug("codec augmentation failed: %s", err)
+        y = gain_to_rms(y, float(r.uniform(*c.rms_db)))
+        return dither(y, float(r.uniform(*c.dither_db)), r)
+
+
+def telephone_copy(x: np.ndarray, name: str = "ulaw", sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Deterministic telephone version of a clip: 300-3400 Hz band, 8 kHz, then the codec ``name``."""
+    return codec(band_limit(x, 300.0, 3400.0, sr), name, sr)

@@ -1,0 +1,371 @@
+"""Training and fine-tuning.
+
+Data path: :class:`voiceguard.data.Item` lists -> :class:`ClipBank` (decoded once, 16 kHz, leading/trailing
+non-speech trimmed alike for both classes) -> :class:`CropStream` (label-balanced, source/speaker-capped
+random crops, each through the label-blind :class:`voiceguard.augment.Augmenter`) -> front-end + model.
+
+Validation runs the real inference path (:meth:`voiceguard.detector.Detector.score_arrays`: VAD, windows,
+aggregation) on clean and telephone-coded copies of held-out clips, so the number that picks the best epoch
+is the number a user would see. Train/validation splits are by speaker and source, never by file.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from . import audio as audio_io
+from .augment import Augmenter, AugmentConfig, telephone_copy
+from .calibration import Calibration, threshold_for_false_alarm
+from .checkpoint import CheckpointConfig
+from .data import Item
+from .errors import DataError, VoiceGuardError
+from .vad import speech_mask
+
+log = logging.getLogger(__name__)
+
+TELEPHONE_VAL_CODECS = ("ulaw", "gsm", "alaw", "mp3_8")  # cycled over validation clips
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    steps_per_epoch: int = 150
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-3
+    patience: int = 6  # epochs without a better validation EER before stopping
+    seed: int = 0
+    workers: int = 1  # processes preparing augmented crops
+    l2sp: float = 0.0  # pull towards the starting weights (fine-tuning)
+    replay_fraction: float = 0.0  # share of each batch drawn from the replay bank (fine-tuning)
+    false_alarm_target: float = 0.02  # threshold: at most this share of held-out real clips flagged
+    max_seconds: float | None = None  # stop after this much wall time
+    device: str | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+# ---------------------------------------------------------------------------- splitting
+def group_of(item: Item) -> str:
+    """The unit a split must not cut: the speaker within its source, or the source when unknown."""
+    return f"{item.source}/{item.speaker}" if item.speaker else f"{item.source}/?{item.generator}"
+
+
+def split_by_group(items: Sequence[Item], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[Item], list[Item]]:
+    """Split so that no speaker (or source, when speakers are unknown) is on both sides.
+
+    Groups are drawn at random per label until each label's validation share reaches ``val_fraction``.
+    """
+    rng = np.random.default_rng(seed)
+    val_groups: set[str] = set()
+    for label in (0, 1):
+        groups = Counter(group_of(it) for it in items if it.label == label)
+        if len(groups) < 2:
+            continue
+        order = list(groups)
+        rng.shuffle(order)
+        total, taken = sum(groups.values()), 0
+        for g in order:
+            if taken >= val_fraction * total:
+                break
+            if g in val_groups:
+                continue
+            val_groups.add(g)
+            taken += groups[g]
+    train = [it for it in items if group_of(it) not in val_groups]
+    val = [it for it in items if group_of(it) in val_groups]
+    return train, val
+
+
+# ---------------------------------------------------------------------------- clips in memory
+class ClipBank:
+    """Decoded clips (16 kHz mono int16), trimmed to their first..last speech frame.
+
+    Files that cannot be read, or hold under ``min_speech`` seconds of speech, are skipped and counted
+    in ``skipped`` (reason -> count).
+    """
+
+    def __init__(self, items: Sequence[Item], *, sample_rate: int = audio_io.SAMPLE_RATE,
+                 min_speech: float = 0.5, max_seconds: float = 60.0,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+        self.sample_rate = sample_rate
+        self.items: list[Item] = []
+        self.clips: list[np.ndarray] = []
+        self.skipped: Counter = Counter()
+        for i, it in enumerate(items):
+            if progress:
+                progress(i, len(items))
+            try:
+                x = audio_io.load(it.path, sample_rate=sample_rate)[0]
+            except VoiceGuardError as err:
+                log.warning("skipping %s", err)
+                self.skipped[err.kind] += 1
+                continue
+            mask = speech_mask(x, sample_rate)
+            idx = np.flatnonzero(mask)
+            if len(idx) < min_speech * sample_rate:
+                self.skipped["too-little-speech"] += 1
+                continue
+            pad = int(0.1 * sample_rate)
+            x = x[max(0, idx[0] - pad): idx[-1] + pad][: int(max_seconds * sample_rate)]
+            peak = float(np.abs(x).max()) or 1.0
+            self.clips.append((x / peak * 32000).astype(np.int16))
+            self.items.append(it)
+        self.labels = np.array([it.label for it in self.items], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def seconds(self) -> float:
+        return sum(len(c) for c in self.clips) / self.sample_rate
+
+    def signal(self, i: int) -> np.ndarray:
+        return self.clips[i].astype(np.float32) / 32768.0
+
+    def sampling_weights(self) -> np.ndarray:
+        """Per-clip weights: each source counts as sqrt(#clips), each speaker within it likewise.
+
+        Large sources and talkative speakers (RAVDESS's two sentences, the spoken digits) cannot dominate.
+        """
+        src = Counter(it.source for it in self.items)
+        spk = Counter(group_of(it) for it in self.items)
+        w = np.array([1.0 / math.sqrt(src[it.source]) / math.sqrt(spk[group_of(it)]) for it in self.items])
+        sec = np.array([min(len(c) / self.sample_rate, 8.0) for c in self.clips])
+        return w * np.sqrt(sec)  # longer clips hold more distinct crops
+
+
+def crop(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """A random n-sample crop; shorter clips are tiled (as the detector tiles short calls)."""
+    if len(x) <= n:
+        return np.resize(np.roll(x, int(rng.integers(0, len(x)))), n) if len(x) < n else x
+    a = int(rng.integers(0, len(x) - n + 1))
+    return x[a: a + n]
+
+
+class CropStream:
+    """Endless stream of augmented (crop [shape=(n,)], label) pairs, half real, half synthetic."""
+
+    def __init__(self, bank: ClipBank, crop_samples: int, augment: AugmentConfig, seed: int,
+                 replay: ClipBank | None = None, replay_fraction: float = 0.0) -> None:
+        self.bank, self.replay, self.replay_fraction = bank, replay, replay_fraction
+        self.n = crop_samples
+        self.augment_config = augment
+        self.seed = seed
+
+    @staticmethod
+    def _tables(bank: ClipBank) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        w = bank.sampling_weights()
+        out = {}
+        for label in (0, 1):
+            idx = np.flatnonzero(bank.labels == label)
+            if len(idx):
+                out[label] = (idx, w[idx] / w[idx].sum())
+        return out
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, int]]:
+        rng = np.random.default_rng(self.seed)
+        aug = Augmenter(self.augment_config, seed=int(rng.integers(2**31)))
+        tables = self._tables(self.bank)
+        replay_tables = self._tables(self.replay) if self.replay is not None and len(self.replay) else {}
+        while True:
+            label = int(rng.integers(0, 2))
+            use_replay = replay_tables and rng.random() < self.replay_fraction
+            bank, tab = (self.replay, replay_tables) if use_replay else (self.bank, tables)
+            if label not in tab:
+                label = 1 - label
+            idx, p = tab[label]
+            i = int(rng.choice(idx, p=p))
+            yield aug(crop(bank.signal(i), self.n, rng)), label
+
+
+def _batches(stream: CropStream, batch_size: int, workers: int, seed: int):
+    """Batches of (float32 [B, n], float32 [B]) from ``workers`` processes (0: in this process)."""
+    import torch
+    from torch.utils.data import DataLoader, IterableDataset
+
+    class _DS(IterableDataset):
+        def __iter__(self_inner):
+            info = torch.utils.data.get_worker_info()
+            s = copy.copy(stream)
+            s.seed = seed * 1000 + (info.id if info else 0) + 1
+            return iter(s)
+
+    loader = DataLoader(_DS(), batch_size=batch_size, num_workers=workers,
+                        persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
+                        worker_init_fn=lambda _: torch.set_num_threads(1))
+    for x, y in loader:
+        yield x.float(), y.float()
+
+
+# ---------------------------------------------------------------------------- validation
+@dataclass
+class ValSet:
+    """Held-out clips, clean and as telephone copies, with their items."""
+
+    items: list[Item]
+    signals: list[np.ndarray]
+    condition: list[str]  # "clean" | "telephone"
+
+    @classmethod
+    def build(cls, bank: ClipBank, *, telephone: bool = True, max_seconds: float = 20.0) -> "ValSet":
+        items, sigs, cond = [], [], []
+        for i in range(len(bank)):
+            x = bank.signal(i)[: int(max_seconds * bank.sample_rate)]
+            items.append(bank.items[i])
+            sigs.append(x)
+            cond.append("clean")
+            if telephone:
+                items.append(bank.items[i])
+                sigs.append(telephone_copy(x, TELEPHONE_VAL_CODECS[i % len(TELEPHONE_VAL_CODECS)]))
+                cond.append("telephone")
+        return cls(items, sigs, cond)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([it.label for it in self.items])
+
+
+def score_valset(detector, val: ValSet) -> np.ndarray:
+    """Raw call-level logits through the inference path (NaN where inconclusive)."""
+    out = []
+    for o in detector.score_arrays(val.signals, audio_io.SAMPLE_RATE):
+        r = o.results[0] if o.ok else None
+        out.append(np.nan if r is None or r.logit is None else r.logit)
+    return np.array(out, dtype=np.float64)
+
+
+def val_metrics(logits: np.ndarray, val: ValSet) -> dict:
+    from .metrics import eer
+
+    y = val.labels
+    res = {}
+    for cond in ("all", "clean", "telephone"):
+        m = np.isfinite(logits) & (np.array(val.condition) == cond if cond != "all" else True)
+        if m.sum() and len(np.unique(y[m])) == 2:
+            res[f"eer_{cond}"] = float(eer(logits[m], y[m])[0])
+    res["n"] = int(np.isfinite(logits).sum())
+    return res
+
+
+# ---------------------------------------------------------------------------- the loop
+@dataclass
+class TrainResult:
+    model: object
+    config: CheckpointConfig
+    history: list[dict]
+    val_logits: np.ndarray | None
+
+
+def train(
+    train_bank: ClipBank,
+    val: ValSet,
+    *,
+    config: TrainConfig = TrainConfig(),
+    base: CheckpointConfig | None = None,
+    init_model=None,
+    replay_bank: ClipBank | None = None,
+    progress: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Train (or fine-tune, when ``init_model`` is given) and return the best model by validation EER.
+
+    The returned config carries a calibration fitted on ``val`` and a threshold for
+    ``config.false_alarm_target`` on its real clips.
+    """
+    import torch
+
+    from .detector import Detector
+    from .features import FrontEnd
+    from .model import build_model
+
+    if len(train_bank) == 0 or len(set(train_bank.labels.tolist())) < 2:
+        raise DataError("training needs readable clips of both classes (real and synthetic)")
+    base = base or CheckpointConfig()
+    torch.manual_seed(config.seed)
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = (init_model if init_model is not None else build_model(base.model)).to(device)
+    frontend = FrontEnd(base.features).to(device)
+    start_params = [p.detach().clone() for p in model.parameters()] if config.l2sp > 0 else None
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    total_steps = config.epochs * config.steps_per_epoch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total_steps,
+                                                pct_start=0.1 if init_model is None else 0.0)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    crop_n = int(round(base.window.seconds * base.sample_rate))
+    stream = CropStream(train_bank, crop_n, config.augment, config.seed, replay_bank, config.replay_fraction)
+    batches = _batches(stream, config.batch_size, config.workers, config.seed)
+
+    eval_cfg = base.replace(calibration=Calibration(), trained=True)
+    history: list[dict] = []
+    best: tuple[float, dict] | None = None
+    best_logits = None
+    bad_epochs = 0
+    t0 = time.time()
+
+    def evaluate_now() -> tuple[dict, np.ndarray]:
+        model.eval()
+        det = Detector(model, eval_cfg, device=device)
+        logits = score_valset(det, val)
+        return val_metrics(logits, val), logits
+
+    if init_model is not None:
+        m0, _ = evaluate_now()
+        history.append({"epoch": 0, **m0})
+        if progress:
+            progress(history[-1])
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        losses = []
+        for _ in range(config.steps_per_epoch):
+            x, y = next(batches)
+            x, y = x.to(device), y.to(device)
+            logits = model(frontend(x))
+            loss = loss_fn(logits, y)
+            if start_params is not None:
+                loss = loss + config.l2sp * sum(((p - p0) ** 2).sum() for p, p0 in zip(model.parameters(), start_params))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss))
+        m, logits = evaluate_now()
+        rec = {"epoch": epoch, "loss": float(np.mean(losses)), **m, "seconds": round(time.time() - t0, 1)}
+        history.append(rec)
+        if progress:
+            progress(rec)
+        key = m.get("eer_all", 1.0)
+        if best is None or key < best[0] - 1e-4:
+            best = (key, copy.deepcopy(model.state_dict()))
+            best_logits = logits
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+        if bad_epochs >= config.patience:
+            log.info("early stop after epoch %d", epoch)
+            break
+        if config.max_seconds and time.time() - t0 > config.max_seconds:
+            log.info("time budget reached after epoch %d", epoch)
+            break
+    assert best is not None
+    model.load_state_dict(best[1])
+    model.eval()
+    cal, thr, rule = fit_calibration(best_logits, val, config.false_alarm_target)
+    out_cfg = base.replace(calibration=cal, threshold=thr, threshold_rule=rule, trained=True)
+    return TrainResult(model.cpu(), out_cfg, history, best_logits)
+
+
+def fit_calibration(logits: np.ndarray, val: ValSet, false_alarm: float) -> tuple[Calibration, float, str]:
+    """Platt calibration on validation call logits and a threshold at ``false_alarm`` on real clips."""
+    m = np.isfinite(logits)
+    y = val.labels[m]
+    cal = Calibration.fit(logits[m], y)
+    p_real = cal.probability(logits[m][y == 0])
+    thr = float(min(0.99, max(0.5, threshold_for_false_alarm(p_real, false_alarm))))
+    rule = (f"{false_alarm:.0%} of held-out real clips (clean and telephone) flagged, and at least 0.5; "
+            f"fitted on {int((y == 0).sum())} real / {int((y == 1).sum())} synthetic validation scores")
+    return cal, thr, rule
