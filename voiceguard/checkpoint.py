@@ -31,7 +31,7 @@ class WindowConfig:
     seconds: float = 4.0  # window length
     hop_seconds: float = 2.0  # step between windows
     min_seconds: float = 1.0  # shortest audio scored at all (a call shorter than this is inconclusive)
-    min_speech_fraction: float = 0.5  # windows with less speech than this are not scored
+    min_speech_fraction: float = 0.3  # windows with less speech than this are not scored
 
 
 @dataclass(frozen=True)

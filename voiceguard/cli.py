@@ -111,8 +111,167 @@ def _cmd_score(args) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+# ---------------------------------------------------------------------------- evaluate
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="measure EER, minDCF, ROC AUC and error rates on labelled recordings",
+                       description="Score labelled recordings and report EER, minDCF (ASVspoof 5 costs), ROC "
+                                   "AUC, false-alarm and miss rates at the checkpoint's threshold, a per-group "
+                                   "breakdown, DET/ROC plots and score files. Recordings that cannot be read "
+                                   "or are inconclusive are counted, not scored.")
+    src = p.add_argument_group("recordings (give one kind)")
+    src.add_argument("--real", metavar="DIR", help="folder of human recordings (recursive)")
+    src.add_argument("--fake", metavar="DIR", help="folder of synthetic recordings (recursive)")
+    src.add_argument("--manifest", metavar="CSV", help="CSV with path,label[,speaker,source,generator,lang,...]")
+    src.add_argument("--protocol", metavar="FILE",
+                     help="ASVspoof 2019 CM protocol, ASVspoof 2021 LA/DF trial_metadata.txt, ASVspoof 5 "
+                          "protocol or In-the-Wild meta.csv (format detected)")
+    src.add_argument("--audio-dir", metavar="DIR", help="folder of the protocol's audio (default: its folder)")
+    p.add_argument("--checkpoint", metavar="FILE", help="checkpoint (NAME.safetensors; NAME.json beside it)")
+    p.add_argument("--threshold", type=float, metavar="P", help="probability threshold for the rates "
+                                                                 "(default: the checkpoint's)")
+    p.add_argument("--by", metavar="KEY", help="per-group breakdown: generator, source, lang, speaker or any "
+                                               "manifest/protocol column (e.g. codec)")
+    p.add_argument("--plot", metavar="DIR", help="write det.png and roc.png into DIR")
+    p.add_argument("--scores", metavar="OUT.csv", help="write one CSV row per recording")
+    p.add_argument("--asvspoof-scores", metavar="OUT.txt",
+                   help="write 'trial score' lines in ASVspoof format (higher = bona fide)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args) -> int:
+    from tqdm import tqdm
+
+    from .data import read_items
+    from .evaluate import evaluate, format_report
+
+    items = read_items(real=args.real, fake=args.fake, manifest=args.manifest, protocol=args.protocol,
+                       audio_dir=args.audio_dir)
+    det = _load_detector(args)
+    with tqdm(total=len(items), unit="file", file=sys.stderr, disable=None, leave=False) as bar:
+        report = evaluate(det, items, by=args.by, plot_dir=args.plot, scores_csv=args.scores,
+                          asvspoof_scores=args.asvspoof_scores, progress=lambda done, total: bar.update(1))
+    print(json.dumps(report.to_dict()) if args.json else format_report(report), flush=True)
+    if report.counts["scored"] == 0:
+        _err(f"none of the {report.counts['items']} recordings could be scored")
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- scan
+def _add_scan(sub) -> None:
+    from .report import DEFAULT_TOP
+
+    p = sub.add_parser("scan", help="score every recording in folders into one CSV/JSONL file (resumable)",
+                       description="Score many recordings in parallel workers. One row per file (per file and "
+                                   "channel with --channels each) is appended to --out as files finish, with the "
+                                   "fields of `score --json`; unreadable files get a row with the error. An "
+                                   "interrupted scan is finished by the same command with --resume. Exit status "
+                                   "0: every file scored; 1: some could not be; 2: bad arguments.")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="audio files or folders (audio found by extension)")
+    p.add_argument("--out", required=True, metavar="FILE", help="results file: .csv or .jsonl")
+    p.add_argument("--from-list", metavar="FILE", help="text file with one path per line (blank and # lines skipped)")
+    p.add_argument("-r", "--recursive", action="store_true", help="look into subfolders of folders too")
+    p.add_argument("--workers", type=int, metavar="N", help="worker processes (Ray actors with --engine ray); "
+                                                            "0 or 1: score in this process (default: CPU cores, "
+                                                            "at most 4)")
+    p.add_argument("--batch-size", type=int, metavar="N", help="windows per model call (default: the detector's)")
+    p.add_argument("--channels", choices=("mix", "each"), default="mix",
+                   help="mix channels into one (default) or one row per channel")
+    p.add_argument("--checkpoint", metavar="FILE", help="checkpoint (NAME.safetensors; NAME.json beside it)")
+    p.add_argument("--threshold", type=float, metavar="P", help="probability for the verdict 'synthetic' "
+                                                                 "(default: the checkpoint's)")
+    p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted scan into the existing --out: "
+                                                         "skip the files in it, repair a half-written last row")
+    p.add_argument("--report", metavar="OUT.html", help="also write a self-contained HTML report")
+    p.add_argument("--top", type=int, default=DEFAULT_TOP, metavar="N",
+                   help=f"files with a timeline plot in the report (default {DEFAULT_TOP})")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local worker processes (default) or Ray (a running cluster when RAY_ADDRESS is set, "
+                        "else a local instance; needs voiceguard[ray])")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    p.set_defaults(func=_cmd_scan)
+
+
+def _cmd_scan(args) -> int:
+    import importlib.util
+    import os
+
+    from . import batch
+
+    if not args.paths and not args.from_list:
+        _err("scan needs at least one PATH or --from-list FILE")
+        return EXIT_USAGE
+    for name, value, low in (("--workers", args.workers, 0), ("--batch-size", args.batch_size, 1),
+                             ("--top", args.top, 0)):
+        if value is not None and value < low:
+            _err(f"{name} must be >= {low}, got {value}")
+            return EXIT_USAGE
+    batch.output_format(args.out)
+    if os.path.exists(args.out) and not args.resume:
+        _err(f"{args.out} already exists; add --resume to continue that scan, or choose another --out")
+        return EXIT_USAGE
+    if args.engine == "ray" and importlib.util.find_spec("ray") is None:
+        _err("--engine ray needs Ray, which is not installed: pip install 'voiceguard[ray]'")
+        return EXIT_USAGE
+    paths = batch.discover(args.paths, from_list=args.from_list, recursive=args.recursive)
+    if not paths:
+        _err("no audio files found in " + ", ".join(args.paths + ([args.from_list] if args.from_list else []))
+             + ("" if args.recursive else " (add --recursive to look into subfolders)"))
+        return EXIT_USAGE
+    det = _load_detector(args)
+    if args.batch_size:
+        det.batch_size = args.batch_size
+    bar = None
+
+    def progress(p) -> None:
+        nonlocal bar
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=p.files_total, initial=p.files_done, unit="file", file=sys.stderr,
+                       disable=args.quiet or not sys.stderr.isatty(), dynamic_ncols=True, smoothing=0.05)
+        if bar.disable:
+            return
+        bar.update(p.files_done - bar.n)
+        speed = p.new_audio_seconds / max(p.elapsed, 1e-9)
+        bar.set_postfix_str(f"{p.audio_seconds / 3600:.2f} h audio, {speed:.0f}x real time", refresh=False)
+
+    try:
+        summary = batch.scan(paths, args.out, checkpoint=args.checkpoint, device=args.device,
+                             batch_size=args.batch_size, threshold=args.threshold, channels=args.channels,
+                             workers=args.workers, engine=args.engine, resume=args.resume, progress=progress,
+                             detector=det)
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        _err(f"interrupted; the rows so far are in {args.out}: run the same command with --resume to finish")
+        return 130
+    if bar is not None:
+        bar.close()
+    if args.report:
+        from .report import write_report
+
+        wanted = set(paths)
+        write_report([r for r in batch.read_rows(args.out) if r["path"] in wanted], args.report, detector=det,
+                     top=args.top)
+    if not args.quiet:
+        rate = summary.new_audio_seconds / max(summary.wall_seconds, 1e-9)
+        print(f"scanned {summary.files} files ({summary.new_files} in this run, {summary.files - summary.new_files}"
+              f" already in {args.out}) in {_fmt_time(summary.wall_seconds)}: {summary.audio_seconds / 3600:.2f} h "
+              f"of audio, {rate:.0f}x real time")
+        print("verdicts: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.by_verdict.items())))
+        if summary.by_error_kind:
+            print(f"{summary.failed} files could not be scored: "
+                  + ", ".join(f"{k} {v}" for k, v in sorted(summary.by_error_kind.items())))
+        print(f"results: {args.out}" + (f"; report: {args.report}" if args.report else ""), flush=True)
+    return EXIT_FAILED if summary.failed else EXIT_OK
+
+
 # ---------------------------------------------------------------------------- parser
-COMMANDS: list[Callable] = [_add_score]
+COMMANDS: list[Callable] = [_add_score, _add_evaluate, _add_scan]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,10 @@
 """Data readers: every way a user can point VoiceGuard at labelled recordings becomes a list of :class:`Item`.
 
+Sources: folder pairs (:func:`read_folders`), ``path,label`` CSV manifests (:func:`read_manifest`), ASVspoof
+2019 CM protocols (:func:`read_asvspoof2019`), ASVspoof 2021 LA/DF keys (:func:`read_asvspoof2021`), ASVspoof 5
+protocols (:func:`read_asvspoof5`) and In-the-Wild ``meta.csv`` (:func:`read_in_the_wild`);
+:func:`read_protocol` sniffs which one a label file is, :func:`read_items` picks by the arguments given.
+
 Readers never decode audio; missing files are reported (``logging``) and skipped, never fatal.
 Labels: 1 = synthetic (spoof), 0 = human (bona fide).
 """

@@ -27,7 +27,7 @@ from .windows import call_logit, flag_regions
 log = logging.getLogger(__name__)
 
 VERDICTS = ("synthetic", "human", "inconclusive")
-DEFAULT_BATCH = 64  # windows per model call
+DEFAULT_BATCH = 32  # windows per model call
 DITHER_RMS = 1e-4  # -80 dBFS
 MAX_PENDING_FILES = 64  # files read ahead while their windows wait for a full batch
 
@@ -381,10 +381,14 @@ class Detector:
             return ScoreResult(probability=None, verdict="inconclusive",
                                reason=f"only {job.duration:.2f} s of audio (needs {cfg.window.min_seconds:g} s)",
                                **base)
-        if not scored or speech < cfg.min_speech_seconds:
+        if speech < cfg.min_speech_seconds:
             return ScoreResult(probability=None, verdict="inconclusive",
                                reason=f"only {speech:.1f} s of speech found (needs {cfg.min_speech_seconds:g} s)",
                                **base)
+        if not scored:
+            return ScoreResult(probability=None, verdict="inconclusive",
+                               reason=f"speech too scattered: no window is {cfg.window.min_speech_fraction:.0%} "
+                                      "speech", **base)
         logit = call_logit(np.array([z for _, _, z in scored]), cfg.aggregation)
         prob = float(cal.probability(logit))
         regions = [Segment(a, b, p) for a, b, p in flag_regions(

@@ -237,7 +237,7 @@ def by_group(scores, labels, groups: Sequence[str], *, threshold: float | None =
 
 
 # ---------------------------------------------------------------------------- plots
-DET_TICKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.98, 0.995)
+DET_TICKS = (0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.98, 0.99, 0.999)  # rates labelled
 DET_LIMITS = (0.0005, 0.9995)  # rates drawn on a DET plot; 0 and 1 are clipped to these
 
 

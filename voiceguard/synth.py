@@ -347,7 +347,8 @@ def _piper(text: str, lang: str, voice: str, rng: np.random.Generator,
     try:
         from piper import SynthesisConfig
     except ImportError as err:
-        raise DataError("piper engine needs the package 'piper-tts' (pip install piper-tts)") from err
+        raise DataError("piper engine needs the package 'piper-tts' "
+                        "(pip install piper-tts)") from err
     pv = _piper_voice(_piper_model_path())
     params = {"voice": voice, "length_scale": round(float(rng.uniform(0.8, 1.3)), 3),
               "noise_scale": round(float(rng.uniform(0.3, 0.9)), 3),
@@ -767,7 +768,8 @@ def generate(out_dir: str | os.PathLike, *, texts: Sequence[str] | Mapping[str, 
         the name of each file's folder.
     real_clips : sequence of mappings, optional
         Real clips to vocode, each with key ``path`` (a readable audio file) and optionally
-        ``speaker``, ``lang`` and ``orig_path`` (stored in the manifest; default: ``path``).
+        ``speaker``, ``lang`` and ``orig_path`` (stored in the manifest; default: ``path``);
+        any other keys are copied into extra manifest columns.
     engines : sequence of str or mapping engine -> clips per language, optional
         TTS engines to use; default all installed ones (:func:`available_engines`). Pass
         ``()`` for no TTS. A mapping gives each engine its own clip count.
@@ -847,7 +849,7 @@ def generate(out_dir: str | os.PathLike, *, texts: Sequence[str] | Mapping[str, 
 
     # --- the loop ---------------------------------------------------------------------------
     for job in jobs:
-        key = job[:3] if job[0] == "tts" else job[:2]
+        key = job[:3] if job[0] == "tts" else job[:1]
         if last_key is not None and key != last_key:  # batch finished: make partial results usable
             _write_manifest(out, all_rows.values())
             log.info("batch %s done in %.1f s", "/".join(last_key), time.monotonic() - t_batch)
@@ -869,6 +871,8 @@ def generate(out_dir: str | os.PathLike, *, texts: Sequence[str] | Mapping[str, 
             continue
         all_rows[row["path"]] = row
         new_rows.append(row)
+        if len(new_rows) % 25 == 0:
+            _write_manifest(out, all_rows.values())
         if progress:
             progress(done, total, f"{row['generator']} {row['path']}")
     _write_manifest(out, all_rows.values())
@@ -917,10 +921,13 @@ def _voc_job(out: Path, vocoder: str, i: int, clip: Mapping[str, str], seed: int
         raise DataError(f"cannot read real clip {src}: {err}") from err
     y, params = _copy_detail(x, SAMPLE_RATE, vocoder, int(_rng(seed, "voc", orig).integers(2**31)))
     _write_flac(out / rel, y)
-    return {"path": rel, "label": "spoof", "source": "local-vocoder", "generator": vocoder,
-            "lang": clip.get("lang", ""), "speaker": clip.get("speaker", ""),
-            "orig_path": orig, "duration": f"{len(y) / SAMPLE_RATE:.2f}",
-            "params": _params_str(params), "text": ""}
+    row = {"path": rel, "label": "spoof", "source": "local-vocoder", "generator": vocoder,
+           "lang": clip.get("lang", ""), "speaker": clip.get("speaker", ""),
+           "orig_path": orig, "duration": f"{len(y) / SAMPLE_RATE:.2f}",
+           "params": _params_str(params), "text": ""}
+    # any further keys of the clip (e.g. ``orig_source``) become extra manifest columns
+    row.update({str(k): v for k, v in clip.items() if k not in row and k != "path"})
+    return row
 
 
 def _trim(y: np.ndarray, keep: int, threshold: float = 0.01) -> np.ndarray:
