@@ -7,8 +7,9 @@ results are usable while the run goes on; rerunning resumes and skips finished c
 * TTS: ``--en`` English and ``--it`` Italian clips spread over all installed engines/voices
   (``--piper`` of the English ones from the neural piper voice);
 * copy-synthesis: ``--n-real`` real (``bonafide``) clips of a corpus manifest, ``--min-dur`` to
-  ``--max-dur`` s long, picked round-robin over (source, language, speaker) groups, each vocoded
-  once with a vocoder chosen round-robin among ``--vocoders``.
+  ``--max-dur`` s long, picked round-robin over (source, language) groups and their speakers
+  (Italian and English weighted up, ``--lang-weight``), each vocoded once with a vocoder
+  chosen round-robin among ``--vocoders``.
 
 Example::
 
@@ -33,12 +34,18 @@ from voiceguard.errors import VoiceGuardError  # noqa: E402
 log = logging.getLogger("make_spoofs")
 
 
-def pick_real(corpus: Path, n: int, min_dur: float, max_dur: float, seed: int) -> list[dict]:
-    """Pick up to ``n`` bonafide clips, round-robin over (source, lang, speaker) groups."""
+def pick_real(corpus: Path, n: int, min_dur: float, max_dur: float, seed: int,
+              weights: dict[str, int] | None = None) -> list[dict]:
+    """Pick up to ``n`` bonafide clips spread evenly over sources, then speakers.
+
+    Round-robin over (source, lang) groups, a group taking ``weights[lang]`` clips (default 1)
+    per round; inside a group, round-robin over its speakers, so a source with many speakers
+    does not crowd out the others.
+    """
     man = corpus / "manifest.csv"
     if not man.is_file():
         raise SystemExit(f"corpus manifest {man} not found")
-    groups: dict[tuple, list[dict]] = defaultdict(list)
+    groups: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     with man.open(newline="", encoding="utf-8") as f:
         for r in csv.DictReader(f):
             try:
@@ -49,17 +56,27 @@ def pick_real(corpus: Path, n: int, min_dur: float, max_dur: float, seed: int) -
                 continue
             if not (corpus / r["path"]).is_file():
                 continue
-            groups[(r["source"], r.get("lang", ""), r.get("speaker", ""))].append(r)
+            groups[(r["source"], r.get("lang", ""))][r.get("speaker", "")].append(r)
     rnd = random.Random(seed)
-    keys = sorted(groups)
+    queues: dict[tuple, list[dict]] = {}
+    for key in sorted(groups):
+        speakers = sorted(groups[key])
+        rnd.shuffle(speakers)
+        for spk in speakers:
+            rnd.shuffle(groups[key][spk])
+        # interleave the speakers of this group
+        order: list[dict] = []
+        while any(groups[key][s] for s in speakers):
+            order.extend(groups[key][s].pop() for s in speakers if groups[key][s])
+        queues[key] = order[::-1]  # pop() from the end takes them in interleaved order
+    keys = sorted(queues)
     rnd.shuffle(keys)
-    for k in keys:
-        rnd.shuffle(groups[k])
     picked: list[dict] = []
-    while len(picked) < n and any(groups[k] for k in keys):
+    while len(picked) < n and any(queues[k] for k in keys):
         for k in keys:
-            if groups[k] and len(picked) < n:
-                picked.append(groups[k].pop())
+            for _ in range((weights or {}).get(k[1], 1)):
+                if queues[k] and len(picked) < n:
+                    picked.append(queues[k].pop())
     rnd.shuffle(picked)  # so the vocoder round-robin does not follow the groups
     return [{"path": str(corpus / r["path"]), "orig_path": r["path"],
              "speaker": r.get("speaker") or r["source"], "lang": r.get("lang", ""),
@@ -89,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-dur", type=float, default=12.0)
     ap.add_argument("--engines", nargs="*", default=None, help="default: all installed")
     ap.add_argument("--vocoders", nargs="*", default=list(synth.VOCODERS))
+    ap.add_argument("--lang-weight", nargs="*", default=["it=6", "en=2"], metavar="LANG=K",
+                    help="real clips picked per round from groups of this language (default 1)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fresh", action="store_true", help="ignore an existing manifest")
     args = ap.parse_args(argv)
@@ -134,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_tts(fast, first=True)
         if args.n_real > 0 and args.vocoders:
-            clips = pick_real(args.corpus, args.n_real, args.min_dur, args.max_dur, args.seed)
+            weights = {w.split("=")[0]: int(w.split("=")[1]) for w in args.lang_weight}
+            clips = pick_real(args.corpus, args.n_real, args.min_dur, args.max_dur, args.seed,
+                              weights)
             log.info("vocoding %d real clips from %d sources", len(clips),
                      len({c["orig_source"] for c in clips}))
             t = time.monotonic()

@@ -46,6 +46,13 @@ def is_held_out(item) -> bool:
     return item.source in HELD_OUT_SOURCES or any(item.generator.startswith(g) for g in HELD_OUT_GENERATORS)
 
 
+def _rel(path: str) -> str:
+    """A path relative to the repository root when it can be (so the record works on other clones)."""
+    import os
+
+    return os.path.relpath(Path(path).resolve(), ROOT)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default=str(ROOT.parent / "shared" / "corpus" / "manifest.csv"))
@@ -128,6 +135,10 @@ def main(argv=None) -> int:
             "validation_files": len(val_bank), "validation_minutes": round(val_bank.seconds() / 60, 1),
             "held_out_sources": list(HELD_OUT_SOURCES), "held_out_generators": list(HELD_OUT_GENERATORS),
             "skipped": dict(train_bank.skipped),
+        },
+        "replay": {  # lets `voiceguard finetune` replay this data when it is on the machine
+            "manifests": [_rel(args.corpus), _rel(args.generated)],
+            "validation_sources": list(HELD_OUT_SOURCES), "validation_generators": list(HELD_OUT_GENERATORS),
         },
         "train_config": {k: v for k, v in vars(cfg).items() if k not in ("augment", "device")},
         "best_epoch": best["epoch"],

@@ -53,7 +53,7 @@ def run_cli(*args: str, cwd: Path, timeout: float = 240) -> subprocess.Completed
 def keyed(rows: list[dict]) -> dict:
     keys = [(r["path"], r["channel"]) for r in rows]
     assert len(keys) == len(set(keys)), "duplicate rows"
-    return dict(zip(keys, rows))
+    return dict(zip(keys, rows, strict=True))
 
 
 def assert_same_rows(a: list[dict], b: list[dict]) -> None:
@@ -325,6 +325,15 @@ def test_output_checks(tmp_path):
     (tmp_path / "other.csv").write_text("name,score\nx,1\n")
     with pytest.raises(DataError, match="not a voiceguard scan output"):
         batch.read_output(tmp_path / "other.csv")
+    (tmp_path / "other.jsonl").write_text('{"id": 1}\n{"id": 2}\n')
+    with pytest.raises(DataError, match="not a voiceguard scan output"):
+        batch.read_output(tmp_path / "other.jsonl", repair=True)
+    assert (tmp_path / "other.jsonl").read_text() == '{"id": 1}\n{"id": 2}\n'  # left alone
+    damaged = tmp_path / "damaged.jsonl"
+    damaged.write_bytes(batch.encode_row(_row("a.wav"), "jsonl") + b"garbage\n" + batch.encode_row(_row("b.wav"),
+                                                                                                 "jsonl"))
+    with pytest.raises(DataError, match="in the middle"):
+        batch.read_output(damaged, repair=True)
     with pytest.raises(DataError, match="name it .csv or .jsonl"):
         batch.output_format(tmp_path / "r.txt")
     batch.RowWriter(tmp_path / "r.csv").close()

@@ -199,7 +199,7 @@ class Augmenter:
         except Exception as err:  # noqa: BLE001 - a codec failing on one example must not stop training
             log.debug("codec augmentation failed: %s", err)
         y = gain_to_rms(y, float(r.uniform(*c.rms_db)))
-        return dither(y, float(r.uniform(*c.dither_db)), r)
+        return np.clip(dither(y, float(r.uniform(*c.dither_db)), r), -1.0, 1.0)
 
 
 def telephone_copy(x: np.ndarray, name: str = "ulaw", sr: int = SAMPLE_RATE) -> np.ndarray:

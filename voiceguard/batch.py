@@ -280,7 +280,7 @@ def _parse_record(text: str, fmt: str) -> dict | None:
             values = next(csv.reader(io.StringIO(text)))
             if len(values) != len(FIELDS):
                 return None
-            return parse_row(dict(zip(FIELDS, values)))
+            return parse_row(dict(zip(FIELDS, values, strict=True)))
         obj = json.loads(text)
         return parse_row(obj) if isinstance(obj, dict) else None
     except (ValueError, KeyError, TypeError, StopIteration, csv.Error):
@@ -290,41 +290,55 @@ def _parse_record(text: str, fmt: str) -> dict | None:
 def read_output(path: str | os.PathLike, *, repair: bool = False) -> tuple[list[dict], int]:
     """Rows of a scan output, and how many bytes at its end are not whole rows.
 
-    The valid rows are those up to the first record that is not a complete, parseable row (a crash can
-    leave a half-written last line; a power cut, a tail of garbage). With ``repair`` the file is truncated
-    to those rows. When something was cut and the last kept rows are per-channel rows, that file's rows are
-    cut too (its other channels may be lost), so it is scored again as a whole.
+    A crash can leave a half-written last line (no newline yet), a power cut a tail of garbage; both are
+    left out, and with ``repair`` cut off the file. When something was cut and the last kept rows are
+    per-channel rows, that file's rows are cut too (its other channels may be lost), so that it is scored
+    again as a whole. Damage anywhere but at the end is not repaired: it is reported.
 
     Raises
     ------
     DataError
-        when the file is not a scan output (a CSV whose header is not :data:`FIELDS`).
+        when the file is not a scan output (a CSV whose header is not :data:`FIELDS`, a first line that is
+        not a row) or has a line that is not a row before its last one.
     """
     fmt = output_format(path)
     data = Path(path).read_bytes()
     pos = 0
+    not_ours = f"{path}: not a voiceguard scan output; choose another output file"
     if fmt == "csv":
         nl = data.find(b"\n")
         if nl >= 0:
             header = data[:nl].decode("utf-8", errors="replace").strip().split(",")
             if tuple(header) != FIELDS:
-                raise DataError(f"{path}: not a voiceguard scan output (its header is {','.join(header)[:120]!r}); "
-                                "choose another --out")
+                raise DataError(f"{path}: not a voiceguard scan output (its header is "
+                                f"{','.join(header)[:120]!r}); choose another output file")
             pos = nl + 1
+        elif data and not _encode_csv(FIELDS).startswith(data):
+            raise DataError(not_ours)
     rows: list[dict] = []
     starts: list[int] = []
     good_end = pos
-    for start, end in _records(data, pos, fmt):
+    records = list(_records(data, pos, fmt))
+    for i, (start, end) in enumerate(records):
         text = data[start:end].decode("utf-8", errors="surrogateescape")
         if not text.strip():
             good_end = end
             continue
         row = _parse_record(text, fmt)
         if row is None:
+            if not rows and fmt == "jsonl":
+                raise DataError(not_ours)
+            if i < len(records) - 1:
+                raise DataError(f"{path}: line {text[:60]!r}... in the middle is not a scan row; the file was "
+                                "damaged or edited: fix or move it")
             break
         rows.append(row)
         starts.append(start)
         good_end = end
+    tail = data[good_end:]
+    if fmt == "jsonl" and not rows and tail.strip() and not (
+            tail.startswith(b'{"path": ') or b'{"path": '.startswith(tail)):
+        raise DataError(not_ours)
     dropped = len(data) - good_end
     if dropped and rows and rows[-1]["channel"] is not None:
         last = rows[-1]["path"]
@@ -567,6 +581,7 @@ def _pool(paths: Sequence[str], spec: DetectorSpec, channels: str, n_workers: in
     slots = [_Slot(ctx, spec, channels) for _ in range(n_workers)]
     restarts = 0
     ever_ready = False
+    finished = False
     next_id = 0
     try:
         while True:
@@ -580,6 +595,7 @@ def _pool(paths: Sequence[str], spec: DetectorSpec, channels: str, n_workers: in
                         pass  # its death shows up on the sentinel
             live = [s for s in slots if not s.dead]
             if not queue and all(s.chunk is None for s in live):
+                finished = True
                 return
             ready = wait([s.conn for s in live] + [s.proc.sentinel for s in live])
             for s in live:
@@ -606,10 +622,9 @@ def _pool(paths: Sequence[str], spec: DetectorSpec, channels: str, n_workers: in
                 s.proc.join(timeout=5)
                 s.dead = True
                 code = s.proc.exitcode
-                if not s.ready:
-                    if not ever_ready:
-                        raise VoiceGuardError(f"a scan worker died while starting (exit code {code})",
-                                              kind="worker-start")
+                if not s.ready and not ever_ready:
+                    raise VoiceGuardError(f"a scan worker died while starting (exit code {code})",
+                                          kind="worker-start")
                 lost = [p for p in (s.chunk or []) if p not in s.reported]
                 if len(lost) == 1 and len(s.chunk or []) == 1:  # it died on this file alone
                     log.warning("%s: a worker died while scoring it (exit code %s)", lost[0], code)
@@ -628,10 +643,12 @@ def _pool(paths: Sequence[str], spec: DetectorSpec, channels: str, n_workers: in
                                               f"{code})", kind="worker-crash")
                     slots.append(_Slot(ctx, spec, channels))
             slots = [s for s in slots if not s.dead]
-    finally:
+    finally:  # idle workers are asked to stop; busy ones (error, Ctrl-C, closed early) are terminated
         for s in slots:
-            if not s.conn.closed:
+            if finished and not s.conn.closed:
                 s.stop()
+            elif s.proc.is_alive():
+                s.proc.terminate()
         deadline = time.monotonic() + 5
         for s in slots:
             s.proc.join(timeout=max(0.0, deadline - time.monotonic()))

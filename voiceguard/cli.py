@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Callable
 
 from . import __version__
@@ -111,14 +112,9 @@ def _cmd_score(args) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-# ---------------------------------------------------------------------------- evaluate
-def _add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="measure EER, minDCF, ROC AUC and error rates on labelled recordings",
-                       description="Score labelled recordings and report EER, minDCF (ASVspoof 5 costs), ROC "
-                                   "AUC, false-alarm and miss rates at the checkpoint's threshold, a per-group "
-                                   "breakdown, DET/ROC plots and score files. Recordings that cannot be read "
-                                   "or are inconclusive are counted, not scored.")
-    src = p.add_argument_group("recordings (give one kind)")
+# ---------------------------------------------------------------------------- labelled data (shared)
+def _add_data_args(p) -> None:
+    src = p.add_argument_group("labelled recordings (give one kind)")
     src.add_argument("--real", metavar="DIR", help="folder of human recordings (recursive)")
     src.add_argument("--fake", metavar="DIR", help="folder of synthetic recordings (recursive)")
     src.add_argument("--manifest", metavar="CSV", help="CSV with path,label[,speaker,source,generator,lang,...]")
@@ -126,6 +122,23 @@ def _add_evaluate(sub) -> None:
                      help="ASVspoof 2019 CM protocol, ASVspoof 2021 LA/DF trial_metadata.txt, ASVspoof 5 "
                           "protocol or In-the-Wild meta.csv (format detected)")
     src.add_argument("--audio-dir", metavar="DIR", help="folder of the protocol's audio (default: its folder)")
+
+
+def _read_data_args(args):
+    from .data import read_items
+
+    return read_items(real=args.real, fake=args.fake, manifest=args.manifest, protocol=args.protocol,
+                      audio_dir=args.audio_dir)
+
+
+# ---------------------------------------------------------------------------- evaluate
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="measure EER, minDCF, ROC AUC and error rates on labelled recordings",
+                       description="Score labelled recordings and report EER, minDCF (ASVspoof 5 costs), ROC "
+                                   "AUC, false-alarm and miss rates at the checkpoint's threshold, a per-group "
+                                   "breakdown, DET/ROC plots and score files. Recordings that cannot be read "
+                                   "or are inconclusive are counted, not scored.")
+    _add_data_args(p)
     p.add_argument("--checkpoint", metavar="FILE", help="checkpoint (NAME.safetensors; NAME.json beside it)")
     p.add_argument("--threshold", type=float, metavar="P", help="probability threshold for the rates "
                                                                  "(default: the checkpoint's)")
@@ -143,11 +156,9 @@ def _add_evaluate(sub) -> None:
 def _cmd_evaluate(args) -> int:
     from tqdm import tqdm
 
-    from .data import read_items
     from .evaluate import evaluate, format_report
 
-    items = read_items(real=args.real, fake=args.fake, manifest=args.manifest, protocol=args.protocol,
-                       audio_dir=args.audio_dir)
+    items = _read_data_args(args)
     det = _load_detector(args)
     with tqdm(total=len(items), unit="file", file=sys.stderr, disable=None, leave=False) as bar:
         report = evaluate(det, items, by=args.by, plot_dir=args.plot, scores_csv=args.scores,
@@ -270,8 +281,113 @@ def _cmd_scan(args) -> int:
     return EXIT_FAILED if summary.failed else EXIT_OK
 
 
+# ---------------------------------------------------------------------------- train / finetune
+def _add_train_args(p, *, epochs: int, steps: int, lr: float, minutes: float) -> None:
+    p.add_argument("--out", required=True, metavar="NAME", help="checkpoint to write: NAME.safetensors + NAME.json")
+    p.add_argument("--epochs", type=int, default=epochs, help=f"at most this many epochs (default {epochs})")
+    p.add_argument("--steps", type=int, default=steps, help=f"batches per epoch (default {steps})")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr:g})")
+    p.add_argument("--max-minutes", type=float, default=minutes, help=f"stop after this long (default {minutes:g})")
+    p.add_argument("--val-fraction", type=float, default=0.25,
+                   help="share held out for validation, split by speaker/source (default 0.25)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="processes preparing augmented examples (default 1)")
+    p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+
+
+def _train_config(args, **extra):
+    from .train import TrainConfig
+
+    return TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size, lr=args.lr,
+                       max_seconds=args.max_minutes * 60, seed=args.seed, workers=args.workers,
+                       device=args.device, **extra)
+
+
+def _show_epoch(rec: dict) -> None:
+    parts = [f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items() if k != "epoch"]
+    print(f"epoch {rec['epoch']}: " + " ".join(parts), file=sys.stderr, flush=True)
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a new model from labelled recordings",
+                       description="Train a model from scratch. Validation is split off by speaker/source, never "
+                                   "by file; the best epoch by validation EER is kept, then calibrated. To "
+                                   "rebuild the shipped checkpoint use scripts/train_default.py.")
+    _add_data_args(p)
+    _add_train_args(p, epochs=20, steps=100, lr=2e-3, minutes=60)
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    from . import checkpoint
+    from .checkpoint import CheckpointConfig
+    from .train import ClipBank, ValSet, split_by_group, train
+
+    items = _read_data_args(args)
+    tr, va = split_by_group(items, args.val_fraction, seed=args.seed)
+    print(f"train: {len(tr)} files, validation: {len(va)} files (split by speaker/source)", file=sys.stderr)
+    val = ValSet.build(ClipBank(va))
+    result = train(ClipBank(tr), val, config=_train_config(args), base=CheckpointConfig(name=Path(args.out).name),
+                   progress=_show_epoch)
+    best = min((h for h in result.history if "eer_all" in h), key=lambda h: h["eer_all"])
+    cfg = result.config.replace(training={"history": result.history, "best_epoch": best["epoch"],
+                                          "train_files": len(tr), "validation_files": len(va)})
+    path = checkpoint.save(args.out, result.model, cfg)
+    print(f"wrote {path}; validation EER {best['eer_all']:.3f} (epoch {best['epoch']}); "
+          f"threshold {cfg.threshold:.3f}")
+    return EXIT_OK
+
+
+def _add_finetune(sub) -> None:
+    p = sub.add_parser("finetune", help="adapt a checkpoint to new real/synthetic samples in minutes",
+                       description="Fine-tune a checkpoint (default: the shipped one) on new samples, e.g. a "
+                                   "new voice generator seen in your calls. Part of the new data is held out by "
+                                   "speaker/source; original training data is replayed when it is on this "
+                                   "machine (or given with --replay), and the weights are pulled towards the "
+                                   "starting ones. Prints EER before and after on the new and original "
+                                   "validation data.")
+    _add_data_args(p)
+    p.add_argument("--from", dest="checkpoint", metavar="CHECKPOINT", help="starting checkpoint (default: shipped)")
+    p.add_argument("--replay", metavar="CSV", help="manifest of original training data to replay")
+    _add_train_args(p, epochs=5, steps=40, lr=5e-4, minutes=8)
+    p.set_defaults(func=_cmd_finetune)
+
+
+def _cmd_finetune(args) -> int:
+    from . import checkpoint
+    from .data import read_manifest
+    from .train import finetune, replay_sources
+
+    items = _read_data_args(args)
+    model, base = checkpoint.load(args.checkpoint)
+    replay, original_val = replay_sources(base)
+    if args.replay:
+        replay = read_manifest(args.replay)
+    if not replay:
+        print("no original training data found to replay; regularising towards the starting weights only",
+              file=sys.stderr)
+    result, report = finetune(items, model, base, replay_items=replay, original_val_items=original_val,
+                              config=_train_config(args, l2sp=1e-3, replay_fraction=0.5 if replay else 0.0,
+                                                   patience=3),
+                              val_fraction=args.val_fraction, log_fn=lambda m: print(m, file=sys.stderr),
+                              progress=_show_epoch)
+    path = checkpoint.save(args.out, result.model, result.config)
+
+    def fmt(d: dict) -> str:
+        return ", ".join(f"{k.replace('eer_', '')} {v:.1%}" for k, v in d.items() if k.startswith("eer_")) or "n/a"
+
+    print(f"EER on the new data's validation part: before {fmt(report.before['new'])}; "
+          f"after {fmt(report.after['new'])}")
+    print(f"EER on the original validation data:  before {fmt(report.before['original'])}; "
+          f"after {fmt(report.after['original'])}")
+    print(f"wrote {path} in {report.minutes:.1f} min (replay: {report.replay}); threshold "
+          f"{result.config.threshold:.3f}")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------------- parser
-COMMANDS: list[Callable] = [_add_score, _add_evaluate, _add_scan]
+COMMANDS: list[Callable] = [_add_score, _add_scan, _add_evaluate, _add_train, _add_finetune]
 
 
 def build_parser() -> argparse.ArgumentParser:

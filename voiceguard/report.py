@@ -131,8 +131,9 @@ def render(rows: Sequence[dict], *, timelines: dict | None = None, top: int = DE
     models = sorted({r.get("model") or "" for r in rows} - {""})
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
-    parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{e(title)}</title>"
-             f"<style>{_CSS}</style></head><body>", f"<h1>{e(title)}</h1>",
+    head = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{e(title)}</title>"
+            f"<style>{_CSS}</style></head><body>")
+    parts = [head, f"<h1>{e(title)}</h1>",
              f"<p>{len(files)} files, {len(rows)} rows; {len(failed)} could not be scored. "
              f"Model: {e(', '.join(models) or 'unknown')}"
              + (f"; threshold {threshold:.2f}" if threshold is not None else "") + f". Written {e(stamp)}.</p>",

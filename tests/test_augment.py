@@ -1,0 +1,56 @@
+"""Augmentation keeps length and range, and really changes the channel."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import speech_like
+from voiceguard import augment
+
+
+@pytest.fixture(scope="module")
+def x():
+    return speech_like(3.0, seed=3)
+
+
+@pytest.mark.parametrize("name", list(augment.CODECS) + ["amr"])
+def test_codecs_keep_length_and_range(x, name):
+    y = augment.codec(x, name)
+    assert y.shape == x.shape and y.dtype == np.float32
+    assert np.isfinite(y).all() and np.abs(y).max() <= 1.0
+    assert np.corrcoef(np.abs(x[::160]), np.abs(y[::160]))[0, 1] > 0.3  # still the same speech
+    assert not np.allclose(x, y, atol=1e-3)  # but coded
+
+
+def test_telephone_copy_removes_the_upper_band(x):
+    y = augment.telephone_copy(x, "gsm")
+    spec_x, spec_y = np.abs(np.fft.rfft(x)), np.abs(np.fft.rfft(y))
+    f = np.fft.rfftfreq(len(x), 1 / 16000)
+    hi = f > 4500
+    assert spec_y[hi].sum() / spec_y.sum() < 0.02 < spec_x[hi].sum() / spec_x.sum()
+
+
+def test_transforms_keep_length_and_range(x):
+    rng = np.random.default_rng(0)
+    for y in (augment.add_noise(x, 10, rng), augment.reverb(x, 0.5, rng), augment.band_limit(x, 300, 3400),
+              augment.dither(x, -70, rng), augment.insert_silence(x, rng), augment.gain_to_rms(x, -30)):
+        assert y.shape == x.shape and np.isfinite(y).all() and np.abs(y).max() <= 1.0 + 1e-3
+
+
+def test_noise_snr_is_as_asked(x):
+    rng = np.random.default_rng(1)
+    y = augment.add_noise(x, 20.0, rng)
+    snr = 10 * np.log10(np.mean(x**2) / np.mean((y - x) ** 2))
+    assert snr == pytest.approx(20.0, abs=0.5)
+
+
+def test_augmenter_is_label_blind_and_removes_digital_silence(x):
+    a = augment.Augmenter(seed=0)
+    z = x.copy()
+    z[:8000] = 0.0  # a TTS-style exact-zero pause
+    outs = [a(z) for _ in range(30)]
+    for y in outs:
+        assert y.shape == z.shape and np.abs(y).max() <= 1.0
+        assert np.count_nonzero(y[:8000] == 0.0) < 50  # dither fills exact zeros
+    levels = [10 * np.log10(np.mean(y**2)) for y in outs]
+    assert max(levels) - min(levels) > 8  # loudness varies

@@ -1,0 +1,68 @@
+"""Checkpoints: safetensors + JSON round trip; strangers' files are refused, never unpickled."""
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import speech_like
+from voiceguard import checkpoint
+from voiceguard.detector import Detector
+from voiceguard.errors import CheckpointError
+
+
+def test_round_trip_gives_identical_scores(tmp_path):
+    d = Detector.untrained(seed=3)
+    path = checkpoint.save(tmp_path / "m", d.model, d.config.replace(threshold=0.7, name="m"))
+    assert path.suffix == ".safetensors" and (tmp_path / "m.json").exists()
+    d2 = Detector.load(tmp_path / "m.json")
+    x = speech_like(6.0, pauses=False)
+    assert d2.threshold == 0.7 and d2.config.name == "m"
+    assert d2.score_array(x, 16000).logit == pytest.approx(d.score_array(x, 16000).logit, abs=1e-6)
+    cfg = json.loads((tmp_path / "m.json").read_text())
+    for key in ("format_version", "voiceguard_version", "features", "model", "window", "calibration", "threshold"):
+        assert key in cfg
+
+
+def test_newer_format_refused_naming_both_versions(tmp_path):
+    d = Detector.untrained()
+    checkpoint.save(tmp_path / "m", d.model, d.config)
+    cfg = json.loads((tmp_path / "m.json").read_text())
+    cfg["format_version"], cfg["voiceguard_version"] = 99, "9.0.0"
+    (tmp_path / "m.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"format 99.*9\.0\.0.*reads format 1"):
+        checkpoint.load(tmp_path / "m")
+
+
+def test_pickle_is_never_loaded(tmp_path):
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("open('PWNED', 'w').write('x')",))
+
+    d = Detector.untrained()
+    checkpoint.save(tmp_path / "m", d.model, d.config)
+    (tmp_path / "m.safetensors").write_bytes(pickle.dumps({"w": Boom()}))
+    with pytest.raises(CheckpointError, match="safetensors"):
+        checkpoint.load(tmp_path / "m")
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_weights_that_do_not_fit_the_config(tmp_path):
+    d = Detector.untrained()
+    checkpoint.save(tmp_path / "m", d.model, d.config)
+    cfg = json.loads((tmp_path / "m.json").read_text())
+    cfg["model"]["channels"] = [8, 8, 8, 8]
+    (tmp_path / "m.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="do not match"):
+        checkpoint.load(tmp_path / "m")
+
+
+def test_shipped_checkpoint_loads_and_is_trained():
+    model, cfg = checkpoint.load()
+    assert cfg.trained and cfg.calibration.scale != 1.0
+    assert 0.5 <= cfg.threshold < 1.0 and cfg.threshold_rule
+    size = sum(p.stat().st_size for p in checkpoint.DEFAULT_DIR.glob("voiceguard.*"))
+    assert size < 5 * 2**20  # a few MB at most
