@@ -43,7 +43,10 @@ HELD_OUT_GENERATORS = ("flite", "lpc")
 
 
 def is_held_out(item) -> bool:
-    return item.source in HELD_OUT_SOURCES or any(item.generator.startswith(g) for g in HELD_OUT_GENERATORS)
+    """Held-out sources, held-out generators, and copy-syntheses of held-out sources' real clips
+    (a vocoded clip stays on the side of the real clip it was made from, so no speaker leaks)."""
+    return (item.source in HELD_OUT_SOURCES or item.extra.get("orig_source", "") in HELD_OUT_SOURCES
+            or any(item.generator.startswith(g) for g in HELD_OUT_GENERATORS))
 
 
 def _rel(path: str) -> str:

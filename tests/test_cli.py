@@ -102,3 +102,20 @@ def test_help_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.strip() == "False"
     assert run_cli("--help").returncode == 0
+
+
+def test_synth_command_makes_a_manifest_finetune_can_read(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    write(real / "me.wav", speech_like(3.0, seed=1, pauses=False), 16000)
+    out = run_cli("synth", "--out", tmp_path / "gen", "--engines", "espeak", "--langs", "it", "-n", "2",
+                  "--real", real, "--vocoders", "world")
+    assert out.returncode == 0, out.stderr
+    from voiceguard.data import read_manifest
+
+    items = read_manifest(tmp_path / "gen" / "manifest.csv")
+    assert len(items) == 3 and all(it.label == 1 for it in items)
+    assert {it.generator for it in items} == {"espeak-ng/it", "world"}
+    for it in items:
+        info = sf.info(it.path)
+        assert info.samplerate == 16000 and info.frames > 16000

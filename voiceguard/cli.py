@@ -386,8 +386,51 @@ def _cmd_finetune(args) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------------- synth
+def _add_synth(sub) -> None:
+    p = sub.add_parser("synth", help="make synthetic speech locally (TTS engines, vocoder copy-synthesis)",
+                       description="Write spoofed clips (16 kHz FLAC) and a manifest.csv into --out, offline: TTS "
+                                   "with espeak-ng, festival, flite and the CC0 piper voice, and copy-synthesis "
+                                   "of your own real recordings (--real) with WORLD, Griffin-Lim and LPC. Use the "
+                                   "output as --fake (or --manifest) for `voiceguard finetune`.")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (an existing one is extended)")
+    p.add_argument("--real", metavar="DIR", help="real recordings to copy-synthesise (one vocoded copy each)")
+    p.add_argument("--texts", metavar="FILE", help="sentences to speak, one per line (default: built-in en/it)")
+    p.add_argument("--engines", nargs="*", metavar="ENGINE",
+                   help="TTS engines: espeak festival flite piper (default: all installed; none: --engines)")
+    p.add_argument("--vocoders", nargs="*", metavar="VOCODER", help="world griffinlim lpc (default: all)")
+    p.add_argument("--langs", nargs="+", default=["en", "it"], metavar="LANG", help="TTS languages (default en it)")
+    p.add_argument("-n", type=int, default=20, help="TTS clips per engine and language (default 20)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_synth)
+
+
+def _cmd_synth(args) -> int:
+    from tqdm import tqdm
+
+    from .synth import generate
+
+    texts = None
+    if args.texts:
+        texts = [line.strip() for line in Path(args.texts).read_text(encoding="utf-8").splitlines() if line.strip()]
+    with tqdm(unit="clip", file=sys.stderr, disable=None, leave=False) as bar:
+        def progress(done, total, message):
+            bar.total = total
+            bar.update(done - bar.n)
+
+        rows = generate(args.out, texts=texts, real_dir=args.real, engines=args.engines, vocoders=args.vocoders,
+                        langs=args.langs, n=args.n, seed=args.seed, progress=progress)
+    by_gen: dict[str, int] = {}
+    for r in rows:
+        by_gen[r["generator"]] = by_gen.get(r["generator"], 0) + 1
+    for gen, count in sorted(by_gen.items()):
+        print(f"{gen:24s} {count:5d} clips")
+    print(f"wrote {len(rows)} clips and {Path(args.out) / 'manifest.csv'}")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------------- parser
-COMMANDS: list[Callable] = [_add_score, _add_scan, _add_evaluate, _add_train, _add_finetune]
+COMMANDS: list[Callable] = [_add_score, _add_scan, _add_evaluate, _add_train, _add_finetune, _add_synth]
 
 
 def build_parser() -> argparse.ArgumentParser:
