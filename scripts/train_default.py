@@ -59,7 +59,8 @@ def _rel(path: str) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default=str(ROOT.parent / "shared" / "corpus" / "manifest.csv"))
-    ap.add_argument("--generated", default=str(ROOT / "data" / "gen" / "manifest.csv"))
+    ap.add_argument("--generated", nargs="*", default=[str(ROOT / "data" / "gen" / "manifest.csv")],
+                    help="manifests of locally generated spoofs")
     ap.add_argument("--out", default=str(ROOT / "checkpoints" / "voiceguard"))
     ap.add_argument("--epochs", type=int, default=24)
     ap.add_argument("--steps", type=int, default=120, help="steps per epoch")
@@ -67,6 +68,10 @@ def main(argv=None) -> int:
     ap.add_argument("--max-minutes", type=float, default=75.0, help="stop training after this much time")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--features", choices=("lfcc", "lfb", "logmel"), default="lfcc", help="front-end kind")
+    ap.add_argument("--channels", type=int, nargs="+", default=[16, 24, 32, 32], help="LCNN channels per stage")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--head", choices=("linear", "ocsoftmax"), default="linear", help="loss / output head")
     ap.add_argument("--quick", action="store_true", help="tiny run (a few minutes) to check the pipeline")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -76,10 +81,11 @@ def main(argv=None) -> int:
     torch.set_num_threads(2)
 
     items = read_manifest(args.corpus)
-    if Path(args.generated).exists():
-        items += read_manifest(args.generated)
-    else:
-        log.warning("no generated spoofs at %s (run scripts/make_spoofs.py first)", args.generated)
+    for gen in args.generated:
+        if Path(gen).exists():
+            items += read_manifest(gen)
+        else:
+            log.warning("no generated spoofs at %s (run scripts/make_spoofs.py first)", gen)
     if args.quick:
         rng = np.random.default_rng(0)
         items = [items[i] for i in sorted(rng.choice(len(items), 300, replace=False))]
@@ -97,8 +103,16 @@ def main(argv=None) -> int:
              dict(train_bank.skipped), val_bank.seconds() / 60, time.time() - t0)
 
     cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
-                      max_seconds=args.max_minutes * 60, workers=args.workers, seed=args.seed, patience=8)
-    base = CheckpointConfig(name="voiceguard-lcnn-lfcc")
+                      max_seconds=args.max_minutes * 60, workers=args.workers, seed=args.seed, patience=8,
+                      lr=args.lr)
+    from voiceguard.features import FeatureConfig
+    from voiceguard.model import ModelConfig
+
+    feats = FeatureConfig(kind=args.features, n_filters=70 if args.features == "lfcc" else 60,
+                          deltas=args.features == "lfcc")
+    base = CheckpointConfig(name=f"voiceguard-lcnn-{args.features}", features=feats,
+                            model=ModelConfig(n_features=feats.n_features, channels=tuple(args.channels),
+                                              head=args.head))
 
     def show(rec):
         log.info("epoch %s: %s", rec["epoch"], {k: round(v, 4) if isinstance(v, float) else v
@@ -113,8 +127,11 @@ def main(argv=None) -> int:
     cond = np.array(val.condition)
     per_source = {}
     p_all = result.config.calibration.probability(np.nan_to_num(logits, nan=-50))
-    for src in sorted({it.source or it.generator for it in val.items}):
-        in_src = np.array([(it.source or it.generator) == src for it in val.items])
+    def group(it) -> str:  # local spoofs are named by generator (flite, lpc), corpus clips by source
+        return it.generator.split("/")[0] if it.source.startswith("local-") else it.source
+
+    for src in sorted({group(it) for it in val.items}):
+        in_src = np.array([group(it) == src for it in val.items])
         row = {}
         for c in ("clean", "telephone"):
             ok = np.isfinite(logits) & (cond == c)
@@ -140,7 +157,7 @@ def main(argv=None) -> int:
             "skipped": dict(train_bank.skipped),
         },
         "replay": {  # lets `voiceguard finetune` replay this data when it is on the machine
-            "manifests": [_rel(args.corpus), _rel(args.generated)],
+            "manifests": [_rel(args.corpus)] + [_rel(g) for g in args.generated],
             "validation_sources": list(HELD_OUT_SOURCES), "validation_generators": list(HELD_OUT_GENERATORS),
         },
         "train_config": {k: v for k, v in vars(cfg).items() if k not in ("augment", "device")},

@@ -20,16 +20,24 @@ class ModelConfig:
     time_stride: int = 3  # stride of the stem along time (10 ms frames -> 30 ms)
     embedding: int = 64
     dropout: float = 0.3
+    head: str = "linear"  # "linear" (BCE) or "ocsoftmax" (one-class softmax, Zhang et al. 2021)
 
     def __post_init__(self) -> None:
         if self.arch != "lcnn":
             raise ValueError(f"unknown architecture {self.arch!r} (this version knows 'lcnn')")
+        if self.head not in ("linear", "ocsoftmax"):
+            raise ValueError(f"unknown head {self.head!r} (linear or ocsoftmax)")
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["channels"] = list(self.channels)
         return d
+
+
+OC_ALPHA = 20.0  # one-class softmax scale
+OC_M_REAL, OC_M_FAKE = 0.9, 0.2  # cosine margins for bona fide and synthetic
+OC_MID = (OC_M_REAL + OC_M_FAKE) / 2
 
 
 class MaxFeatureMap(nn.Module):
@@ -58,17 +66,33 @@ class LCNN(nn.Module):
             f //= 2
         self.body = nn.Sequential(*layers)
         dim = ch[-1] * f
-        self.head = nn.Sequential(
-            nn.Linear(2 * dim, config.embedding), nn.BatchNorm1d(config.embedding), nn.LeakyReLU(0.1),
-            nn.Dropout(config.dropout), nn.Linear(config.embedding, 1),
-        )
+        head: list[nn.Module] = [nn.Linear(2 * dim, config.embedding), nn.BatchNorm1d(config.embedding),
+                                 nn.LeakyReLU(0.1), nn.Dropout(config.dropout)]
+        if config.head == "linear":
+            head.append(nn.Linear(config.embedding, 1))
+        else:  # one-class softmax: cosine to a learned "bona fide" direction
+            self.center = nn.Parameter(torch.randn(config.embedding) / config.embedding**0.5)
+        self.head = nn.Sequential(*head)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         x = self.input_norm(feats).unsqueeze(1)  # (B, 1, F, T)
         x = self.body(x)  # (B, C, F', T')
         x = x.flatten(1, 2)  # (B, C*F', T')
         stats = torch.cat([x.mean(dim=2), x.std(dim=2, unbiased=False)], dim=1)
-        return self.head(stats).squeeze(1)
+        e = self.head(stats)
+        if self.config.head == "linear":
+            return e.squeeze(1)
+        cos = torch.nn.functional.cosine_similarity(e, self.center.unsqueeze(0), dim=1)
+        return OC_ALPHA * (OC_MID - cos)  # > 0: further from bona fide than the margin midpoint
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Training loss for this head; ``labels`` 1 = synthetic, 0 = human (float)."""
+        if self.config.head == "linear":
+            return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+        cos = OC_MID - logits / OC_ALPHA
+        # bona fide pulled above OC_M_REAL, synthetic pushed below OC_M_FAKE
+        margin = torch.where(labels > 0.5, cos - OC_M_FAKE, OC_M_REAL - cos)
+        return torch.nn.functional.softplus(OC_ALPHA * margin).mean()
 
 
 def build_model(config: ModelConfig) -> nn.Module:

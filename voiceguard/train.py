@@ -295,7 +295,6 @@ def train(
     total_steps = config.epochs * config.steps_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total_steps,
                                                 pct_start=0.1 if init_model is None else 0.0)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
     crop_n = int(round(base.window.seconds * base.sample_rate))
     stream = CropStream(train_bank, crop_n, config.augment, config.seed, replay_bank, config.replay_fraction)
     batches = _batches(stream, config.batch_size, config.workers, config.seed)
@@ -325,7 +324,7 @@ def train(
             x, y = next(batches)
             x, y = x.to(device), y.to(device)
             logits = model(frontend(x))
-            loss = loss_fn(logits, y)
+            loss = model.loss(logits, y)
             if start_params is not None:
                 loss = loss + config.l2sp * sum(((p - p0) ** 2).sum() for p, p0 in zip(model.parameters(), start_params))
             opt.zero_grad(set_to_none=True)
@@ -451,6 +450,9 @@ def finetune(
     log_fn(f"new data: {len(new_train)} files to train on, {len(new_val)} held out (split by speaker/source)")
     new_bank = ClipBank(new_train)
     new_val_set = ValSet.build(ClipBank(new_val))
+    new_paths = {it.path for it in new_items}  # the new data may overlap what the model was validated on
+    original_val_items = [it for it in original_val_items or [] if it.path not in new_paths]
+    replay_items = [it for it in replay_items or [] if it.path not in new_paths]
     replay_bank = None
     replay_desc = "none (regularised towards the starting weights only)"
     if replay_items:

@@ -1,0 +1,141 @@
+#!/usr/bin/env python
+"""Write checkpoints/README.md (the model card) from the checkpoint's own JSON and an optional eval JSON.
+
+    .venv/bin/python scripts/model_card.py [--checkpoint checkpoints/voiceguard] [--extra runs/card_extra.json]
+
+Every figure in the card is read from files written by the training and evaluation runs, never retyped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f} %"
+
+
+def corpus_table(corpus_readme: Path) -> str:
+    if not corpus_readme.exists():
+        return "(corpus README not found on this machine)"
+    text = corpus_readme.read_text()
+    m = re.search(r"(\| source \| label .*?)\n\n", text, re.S)
+    return m.group(1) if m else "(table not found)"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / "voiceguard"))
+    ap.add_argument("--extra", help="JSON with extra measured sections: {'title': markdown, ...}")
+    ap.add_argument("--corpus-readme", default=str(ROOT.parent / "shared" / "corpus" / "README.md"))
+    ap.add_argument("--out", default=str(ROOT / "checkpoints" / "README.md"))
+    args = ap.parse_args(argv)
+
+    from voiceguard import checkpoint
+
+    model, cfg = checkpoint.load(args.checkpoint)
+    n_params = sum(p.numel() for p in model.parameters())
+    weights, _ = checkpoint.resolve(args.checkpoint)
+    t = cfg.training
+    d = t.get("data", {})
+    val = t.get("validation", {})
+    lines = [
+        f"# Model card: `{weights.stem}` ({cfg.name})",
+        "",
+        "Detects synthetic (TTS, voice-cloning, voice-conversion, vocoder, codec-resynthesised) speech in "
+        "recordings. Output: a calibrated probability that a call's voice is synthetic, per-window scores and "
+        "a verdict. **Evidence for triage, not proof.**",
+        "",
+        "## Architecture",
+        f"- Front-end: {cfg.features.kind.upper()} — {cfg.features.n_coeffs} coefficients from "
+        f"{cfg.features.n_filters} linear filters 0–{cfg.features.f_max:.0f} Hz, + Δ + ΔΔ "
+        f"({cfg.features.n_features} rows), {cfg.features.win_length / cfg.sample_rate * 1000:.0f} ms frames every "
+        f"{cfg.features.hop_length / cfg.sample_rate * 1000:.0f} ms, floored {cfg.features.top_db:.0f} dB below "
+        "each window's peak, mean removed per window.",
+        f"- Model: light CNN with max-feature-map activations (channels {list(cfg.model.channels)}, time stride "
+        f"{cfg.model.time_stride}), mean+std pooling over time, {cfg.model.embedding}-d embedding, one logit; "
+        f"**{n_params:,} parameters**, {weights.stat().st_size / 1024:.0f} KiB of weights (safetensors).",
+        f"- Windows: {cfg.window.seconds:g} s every {cfg.window.hop_seconds:g} s over {cfg.sample_rate} Hz audio; "
+        f"windows with under {cfg.window.min_speech_fraction:.0%} speech (WebRTC VAD mode "
+        f"{cfg.vad.aggressiveness} + {cfg.vad.energy_floor_db:g} dBFS energy floor) are not scored.",
+        f"- Call score: max over the means of {cfg.aggregation.context} consecutive window logits, then Platt "
+        f"calibration (scale {cfg.calibration.scale:.3f}, bias {cfg.calibration.bias:.3f}).",
+        f"- Threshold: **{cfg.threshold:.3f}** — {cfg.threshold_rule}.",
+        f"- Under {cfg.min_speech_seconds:g} s of speech: verdict `inconclusive`.",
+        "",
+        "## Training",
+        f"- Command: `{t.get('command', '?')}` ({t.get('minutes', '?')} min on the machine that trained it, "
+        f"best epoch {t.get('best_epoch', '?')} of {len(t.get('history', [])) } run).",
+        f"- Data: {d.get('train_files', '?')} training files ({d.get('train_minutes', '?')} min, "
+        f"{d.get('train_synthetic_files', '?')} synthetic) from `../shared/corpus` and locally generated spoofs "
+        "(`scripts/make_spoofs.py`: espeak-ng, festival, flite, piper in English and Italian; WORLD, Griffin-Lim "
+        f"and LPC copy-synthesis of corpus real clips). Skipped: {d.get('skipped', {})}.",
+        f"- Validation: {d.get('validation_files', '?')} files ({d.get('validation_minutes', '?')} min) from "
+        f"**whole sources held out of training**: {', '.join(d.get('held_out_sources', []))}; and the locally "
+        f"generated generators {', '.join(d.get('held_out_generators', []))} (copy-syntheses of held-out real "
+        "clips are held out with them). Each clip is scored clean and as a telephone copy (300–3400 Hz, "
+        "8 kHz, µ-law / GSM / A-law / MP3 in turn), through the same inference path users run.",
+        "- Augmentation (both classes alike): telephone band + codec (µ-law, A-law, GSM 6.10, G.721, Opus, MP3, "
+        "AMR-NB) 45 %, wideband codec 15 %, band-limit 15 %, coloured noise 8–40 dB SNR 35 %, synthetic reverb "
+        "15 %, inserted digital silence 25 %, random level −35…−14 dBFS, dither always. Crops of "
+        f"{cfg.window.seconds:g} s, classes balanced per batch, sources and speakers weighted by 1/sqrt(count).",
+        f"- Optimiser: AdamW, one-cycle LR, BCE loss; early stopping on validation EER. Config: "
+        f"`{json.dumps(t.get('train_config', {}))}`",
+        "",
+        "## Validation (held-out sources)",
+        "",
+        f"Overall EER (call level): all {pct(val.get('eer_all'))}, clean {pct(val.get('eer_clean'))}, "
+        f"telephone {pct(val.get('eer_telephone'))}. These sources were used to pick the best epoch and to fit "
+        "the calibration, so they are optimistic for truly unseen data.",
+        "",
+        "| held-out source / generator | files | EER clean | EER telephone | false alarms clean | false alarms "
+        "telephone | misses clean | misses telephone |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for src, row in sorted(t.get("validation_per_source", {}).items()):
+        lines.append(f"| {src} | {row.get('files', '')} | {pct(row.get('eer_clean'))} | "
+                     f"{pct(row.get('eer_telephone'))} | {pct(row.get('false_alarm_clean'))} | "
+                     f"{pct(row.get('false_alarm_telephone'))} | {pct(row.get('miss_clean'))} | "
+                     f"{pct(row.get('miss_telephone'))} |")
+    lines += ["", "EER per source compares that source's synthetic clips with all held-out real clips; false "
+              "alarms and misses are at the stored threshold.", ""]
+    if args.extra and Path(args.extra).exists():
+        for title, body in json.loads(Path(args.extra).read_text()).items():
+            lines += [f"## {title}", "", body.rstrip(), ""]
+    for h in t.get("finetunes", []):
+        lines += ["## Fine-tuning record", "", "```", json.dumps(h, indent=1), "```", ""]
+    lines += [
+        "## Known limits",
+        "- Trained on ~3 hours of speech from public demo pages and small corpora plus local TTS; modern zero-shot "
+        "TTS and voice conversion it never saw may pass as human. Fine-tune on samples of a generator you care "
+        "about (`voiceguard finetune`).",
+        "- Real speech far from the training data (noisy call centres, children, languages other than the ~11 in "
+        "the corpus, singing, music on hold) raises false alarms; check `speech_seconds` and the timeline.",
+        "- Vocoded / codec-resynthesised real speech counts as synthetic by design.",
+        "- The probability is calibrated on the validation mix above (equal class weights); on your data, check "
+        "it with `voiceguard evaluate` and re-fit with `voiceguard finetune`.",
+        "",
+        "## Training data and licences",
+        "",
+        "The corpus (`../shared/corpus/README.md`) as it was when this model was trained:",
+        "",
+        corpus_table(Path(args.corpus_readme)),
+        "",
+        "Some of these sources are research-only or non-commercial (RAVDESS, EMOVO, EmoDB, NOIZEUS, FoR) or "
+        "published without a licence (demo pages): the weights may carry those terms. Local spoofs: espeak-ng "
+        "(GPL-3), festival/festvox voices (free licences), flite (BSD-like), piper voice `joe-us` (CC0).",
+        "",
+    ]
+    Path(args.out).write_text("\n".join(lines))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
