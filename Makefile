@@ -27,6 +27,7 @@ system-deps:
 
 demo: setup
 	$(BIN)/voiceguard score examples/*.flac --plot out/demo.png
+	$(BIN)/voiceguard score examples/call_stereo_8k_ulaw.wav --channels each --plot out/call.png
 
 test: setup
 	$(BIN)/python -m pytest -q

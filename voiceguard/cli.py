@@ -29,6 +29,15 @@ def _fmt_time(seconds: float) -> str:
     return f"{s // 60:02d}:{s % 60:02d}" if s < 3600 else f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
+def _add_model_args(p) -> None:
+    """--checkpoint, --threshold and --device: how every scoring command loads its detector."""
+    p.add_argument("--checkpoint", metavar="FILE", help="checkpoint (NAME.safetensors; NAME.json beside it; "
+                                                        "default: the shipped one or $VOICEGUARD_CHECKPOINT)")
+    p.add_argument("--threshold", type=float, metavar="P", help="probability at and above which the verdict is "
+                                                                 "'synthetic' (default: the checkpoint's)")
+    p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+
+
 def _load_detector(args):
     from .detector import Detector
 
@@ -49,13 +58,10 @@ def _add_score(sub) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per line, per file (and channel)")
     p.add_argument("--channels", choices=("mix", "each"), default="mix",
                    help="mix channels into one (default) or score each channel on its own")
-    p.add_argument("--checkpoint", metavar="FILE", help="checkpoint (NAME.safetensors; NAME.json beside it)")
-    p.add_argument("--threshold", type=float, metavar="P", help="probability for the verdict 'synthetic' "
-                                                                 "(default: the checkpoint's)")
     p.add_argument("--plot", metavar="OUT.png", help="write a timeline plot (one file: OUT.png; several: "
                                                      "OUT-<name>.png)")
     p.add_argument("--top", type=int, default=3, metavar="N", help="suspicious stretches listed (default 3)")
-    p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+    _add_model_args(p)
     p.set_defaults(func=_cmd_score)
 
 
@@ -139,9 +145,6 @@ def _add_evaluate(sub) -> None:
                                    "breakdown, DET/ROC plots and score files. Recordings that cannot be read "
                                    "or are inconclusive are counted, not scored.")
     _add_data_args(p)
-    p.add_argument("--checkpoint", metavar="FILE", help="checkpoint (NAME.safetensors; NAME.json beside it)")
-    p.add_argument("--threshold", type=float, metavar="P", help="probability threshold for the rates "
-                                                                 "(default: the checkpoint's)")
     p.add_argument("--by", metavar="KEY", help="per-group breakdown: generator, source, lang, speaker or any "
                                                "manifest/protocol column (e.g. codec)")
     p.add_argument("--plot", metavar="DIR", help="write det.png and roc.png into DIR")
@@ -149,7 +152,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--asvspoof-scores", metavar="OUT.txt",
                    help="write 'trial score' lines in ASVspoof format (higher = bona fide)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+    _add_model_args(p)
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -190,10 +193,6 @@ def _add_scan(sub) -> None:
     p.add_argument("--batch-size", type=int, metavar="N", help="windows per model call (default: the detector's)")
     p.add_argument("--channels", choices=("mix", "each"), default="mix",
                    help="mix channels into one (default) or one row per channel")
-    p.add_argument("--checkpoint", metavar="FILE", help="checkpoint (NAME.safetensors; NAME.json beside it)")
-    p.add_argument("--threshold", type=float, metavar="P", help="probability for the verdict 'synthetic' "
-                                                                 "(default: the checkpoint's)")
-    p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted scan into the existing --out: "
                                                          "skip the files in it, repair a half-written last row")
     p.add_argument("--report", metavar="OUT.html", help="also write a self-contained HTML report")
@@ -203,6 +202,7 @@ def _add_scan(sub) -> None:
                    help="local worker processes (default) or Ray (a running cluster when RAY_ADDRESS is set, "
                         "else a local instance; needs voiceguard[ray])")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    _add_model_args(p)
     p.set_defaults(func=_cmd_scan)
 
 

@@ -371,8 +371,8 @@ def fit_calibration(logits: np.ndarray, val: ValSet, false_alarm: float) -> tupl
 
 
 # ---------------------------------------------------------------------------- fine-tuning
-REPLAY_FILES = 600  # original training files decoded for replay (a sample: decoding all costs minutes)
-ORIGINAL_VAL_FILES = 300  # original validation files re-scored before/after
+REPLAY_FILES = 400  # original training files decoded for replay (a sample: decoding all costs minutes)
+ORIGINAL_VAL_FILES = 200  # original validation files re-scored before/after
 
 
 @dataclass
