@@ -72,6 +72,7 @@ def main(argv=None) -> int:
     ap.add_argument("--channels", type=int, nargs="+", default=[16, 24, 32, 32], help="LCNN channels per stage")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--head", choices=("linear", "ocsoftmax"), default="linear", help="loss / output head")
+    ap.add_argument("--hop", type=float, default=4.0, help="seconds between scored windows (window: 4 s)")
     ap.add_argument("--quick", action="store_true", help="tiny run (a few minutes) to check the pipeline")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -110,7 +111,10 @@ def main(argv=None) -> int:
 
     feats = FeatureConfig(kind=args.features, n_filters=70 if args.features == "lfcc" else 60,
                           deltas=args.features == "lfcc")
+    from voiceguard.checkpoint import WindowConfig
+
     base = CheckpointConfig(name=f"voiceguard-lcnn-{args.features}", features=feats,
+                            window=WindowConfig(seconds=4.0, hop_seconds=args.hop),
                             model=ModelConfig(n_features=feats.n_features, channels=tuple(args.channels),
                                               head=args.head))
 
