@@ -125,3 +125,14 @@ def test_long_call_memory_does_not_grow_with_length(untrained_checkpoint, tmp_pa
     d_long, rss_long = _peak_rss_mb(untrained_checkpoint, long)
     assert d_long == pytest.approx(720.0, abs=0.1)
     assert rss_long - rss_short < 60, (rss_short, rss_long)
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.499, 0.5, 0.501, 0.7])
+def test_regions_exist_exactly_when_the_verdict_is_synthetic(untrained_checkpoint, threshold):
+    det = Detector.load(untrained_checkpoint, device="cpu", threshold=threshold)
+    x = np.concatenate([speech_like(20.0, seed=21), speech_like(14.0, seed=22, f0=230, pauses=False)])
+    r = det.score_array(x, 16000)
+    assert r.verdict in ("synthetic", "human")
+    assert (r.verdict == "synthetic") == bool(r.regions), (r.probability, r.regions)
+    for reg in r.regions:
+        assert reg.probability >= threshold - 1e-9 and reg.end > reg.start

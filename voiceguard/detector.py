@@ -2,7 +2,8 @@
 
 audio blocks (``audio.iter_blocks``) -> speech frames (``vad``) -> sliding windows (``windows``)
 -> batched front-end + model under ``torch.inference_mode`` -> window logits
--> call logit (``windows.call_logit``) -> calibrated probability and verdict.
+-> call logit (highest mean of `context` consecutive window logits, ``windows.context_means``)
+-> calibrated probability, verdict, and flagged regions (the runs at or above the threshold).
 
 Audio is consumed block by block and windows are scored as soon as a batch is full, so memory does not grow
 with the length of a call. Windows of many files are packed into the same batches
@@ -22,7 +23,7 @@ from . import audio as audio_io
 from .checkpoint import CheckpointConfig
 from .errors import AudioLoadError, VoiceGuardError
 from .vad import FRAME_SECONDS, SpeechDetector, frame_length
-from .windows import call_logit, flag_regions
+from .windows import context_means, flag_regions
 
 log = logging.getLogger(__name__)
 
@@ -389,11 +390,16 @@ class Detector:
             return ScoreResult(probability=None, verdict="inconclusive",
                                reason=f"speech too scattered: no window is {cfg.window.min_speech_fraction:.0%} "
                                       "speech", **base)
-        logit = call_logit(np.array([z for _, _, z in scored]), cfg.aggregation)
+        # runs of `context` consecutive windows: the call score is the highest run mean, and the flagged
+        # regions are the runs at or above the threshold, so a region exists exactly when the verdict is
+        # "synthetic" (hysteresis only lets a region extend over neighbouring runs a little below it)
+        means, c = context_means(np.array([z for _, _, z in scored]), cfg.aggregation)
+        logit = float(means.max())
         prob = float(cal.probability(logit))
+        run_starts = np.array([s.start for s in segments[: len(means)]])
+        run_ends = np.array([s.end for s in segments[c - 1:]])
         regions = [Segment(a, b, p) for a, b, p in flag_regions(
-            np.array([s.start for s in segments]), np.array([s.end for s in segments]),
-            np.array([s.probability for s in segments]), onset=self.threshold,
+            run_starts, run_ends, cal.probability(means), onset=self.threshold,
             offset=max(0.0, self.threshold - 0.1), min_duration=0.0)]
         verdict = "synthetic" if prob >= self.threshold else "human"
         return ScoreResult(probability=prob, verdict=verdict, regions=regions, logit=logit, **base)

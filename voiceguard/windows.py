@@ -69,13 +69,26 @@ def call_logit(window_logits: np.ndarray, config: AggregationConfig = Aggregatio
     float
         max over i of mean(window_logits[i : i + context]).
     """
+    return float(context_means(window_logits, config)[0].max())
+
+
+def context_means(window_logits: np.ndarray, config: AggregationConfig = AggregationConfig()
+                  ) -> tuple[np.ndarray, int]:
+    """Means of every run of ``context`` consecutive window logits (one run of all when fewer).
+
+    Returns
+    -------
+    means : np.ndarray [shape=(k - c + 1,)]
+        ``means[i]`` = mean(window_logits[i : i + c]).
+    c : int
+        the run length used, ``min(context, k)``.
+    """
     z = np.asarray(window_logits, dtype=np.float64)
     if z.size == 0:
         raise ValueError("no scored windows to aggregate")
     c = max(1, min(int(config.context), z.size))
     csum = np.concatenate([[0.0], np.cumsum(z)])
-    means = (csum[c:] - csum[:-c]) / c
-    return float(means.max())
+    return (csum[c:] - csum[:-c]) / c, c
 
 
 def flag_regions(
