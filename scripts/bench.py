@@ -42,9 +42,9 @@ if mode == "e2e":
 else:
     import numpy as np
     from voiceguard import audio
-    from voiceguard.checkpoint import CheckpointConfig
+    from voiceguard import checkpoint
     from voiceguard.features import FrontEnd
-    cfg = CheckpointConfig()
+    cfg = checkpoint.load(ckpt or None)[1]  # the same windows and features as the end-to-end case
     fe = FrontEnd(cfg.features)
     win, hop = int(cfg.window.seconds * 16000), int(cfg.window.hop_seconds * 16000)
     t1 = time.perf_counter()

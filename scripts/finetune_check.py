@@ -48,7 +48,8 @@ def main(argv=None) -> int:
         return proc.returncode
     body = (f"`voiceguard finetune --manifest new.csv` on the {len(rows)} clips of **{args.source}** "
             f"({sum(r['label'] == 'spoof' for r in rows)} synthetic, {sum(r['label'] == 'bonafide' for r in rows)} "
-            f"real), a source the shipped model never trained on; the command splits them by speaker into a "
+            f"real), a source the shipped model never trained on (it is one of the validation sources that chose its "
+            "epoch); the command splits them by speaker into a "
             f"training and a held-out part itself. Wall time {minutes:.1f} min on this 2-core machine "
             "(including decoding the replay data). Its output:\n\n```\n" + proc.stdout.strip() + "\n```")
     extra_path = Path(args.extra)

@@ -116,7 +116,7 @@ def main(argv=None) -> int:
         "TTS and voice conversion it never saw may pass as human. Fine-tune on samples of a generator you care "
         "about (`voiceguard finetune`).",
         "- Real speech far from the training data (noisy call centres, children, languages other than the ~11 in "
-        "the corpus, singing, music on hold) raises false alarms; check `speech_seconds` and the timeline.",
+        "the corpus, singing, music on hold) may raise false alarms; check `speech_seconds` and the timeline.",
         "- Vocoded / codec-resynthesised real speech counts as synthetic by design.",
         "- The probability is calibrated on the validation mix above (equal class weights); on your data, check "
         "it with `voiceguard evaluate` and re-fit with `voiceguard finetune`.",
