@@ -75,7 +75,8 @@ def main(argv=None) -> int:
         f"- Data: {d.get('train_files', '?')} training files ({d.get('train_minutes', '?')} min, "
         f"{d.get('train_synthetic_files', '?')} synthetic) from `../shared/corpus` and locally generated spoofs "
         "(`scripts/make_spoofs.py`: espeak-ng, festival, flite, piper in English and Italian; WORLD, Griffin-Lim "
-        f"and LPC copy-synthesis of corpus real clips). Skipped: {d.get('skipped', {})}.",
+        "and LPC copy-synthesis of 300 corpus real clips; `scripts/make_more_vocoded.py`: WORLD and Griffin-Lim "
+        f"copy-synthesis of 600 more). Skipped: {d.get('skipped', {})}.",
         f"- Validation: {d.get('validation_files', '?')} files ({d.get('validation_minutes', '?')} min) from "
         f"**whole sources held out of training**: {', '.join(d.get('held_out_sources', []))}; and the locally "
         f"generated generators {', '.join(d.get('held_out_generators', []))} (copy-syntheses of held-out real "

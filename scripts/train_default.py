@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Train the shipped checkpoint (checkpoints/voiceguard.*) with one reproducible command.
 
-    .venv/bin/python scripts/train_default.py                      # corpus + data/gen, about 60 min on 2 cores
+    .venv/bin/python scripts/make_spoofs.py --out data/gen --corpus ../shared/corpus   # ~10 min
+    .venv/bin/python scripts/make_more_vocoded.py --n 600                              # ~15 min
+    .venv/bin/python scripts/train_default.py                      # corpus + data/gen + data/gen2, ~40 min on 2 cores
     .venv/bin/python scripts/train_default.py --quick              # a few minutes, for a smoke run
 
 Data: ../shared/corpus/manifest.csv (real and synthetic speech of many public sources) plus the locally
@@ -59,13 +61,14 @@ def _rel(path: str) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default=str(ROOT.parent / "shared" / "corpus" / "manifest.csv"))
-    ap.add_argument("--generated", nargs="*", default=[str(ROOT / "data" / "gen" / "manifest.csv")],
+    ap.add_argument("--generated", nargs="*", default=[str(ROOT / "data" / "gen" / "manifest.csv"),
+                                                       str(ROOT / "data" / "gen2" / "manifest.csv")],
                     help="manifests of locally generated spoofs")
     ap.add_argument("--out", default=str(ROOT / "checkpoints" / "voiceguard"))
     ap.add_argument("--epochs", type=int, default=24)
-    ap.add_argument("--steps", type=int, default=120, help="steps per epoch")
+    ap.add_argument("--steps", type=int, default=80, help="steps per epoch")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--max-minutes", type=float, default=75.0, help="stop training after this much time")
+    ap.add_argument("--max-minutes", type=float, default=90.0, help="stop training after this much time")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--features", choices=("lfcc", "lfb", "logmel"), default="lfcc", help="front-end kind")

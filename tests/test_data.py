@@ -164,9 +164,13 @@ def test_read_items(tmp_path):
     manifest.write_text("path,label,codec\nreal/spk1/a.wav,human,gsm\nmissing.wav,spoof,none\n")
     items = data.read_items(manifest=manifest)
     assert len(items) == 1 and items[0].extra == {"codec": "gsm"}
-    with pytest.raises(DataError, match="exactly one source"):
-        data.read_items(real=tmp_path / "real", manifest=manifest)
-    with pytest.raises(DataError, match="exactly one source"):
+    both = data.read_items(real=tmp_path / "real", fake=tmp_path / "fake", manifest=manifest)
+    assert sorted((Path(it.path).name, it.label) for it in both) == [("a.wav", 0), ("b.wav", 1)]  # a.wav once
+    conflict = tmp_path / "c.csv"
+    conflict.write_text("path,label\nreal/spk1/a.wav,spoof\n")
+    with pytest.raises(DataError, match="both real and synthetic"):
+        data.read_items(real=tmp_path / "real", manifest=conflict)
+    with pytest.raises(DataError, match="give the recordings"):
         data.read_items()
     with pytest.raises(DataError, match="goes with --protocol"):
         data.read_items(real=tmp_path / "real", audio_dir=tmp_path)

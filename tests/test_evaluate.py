@@ -104,7 +104,7 @@ def test_cli_evaluate_json_manifest_with_unreadable_file(corpus, tmp_path, capsy
 
 
 @pytest.mark.parametrize("argv,match", [
-    (["--real", "{real}", "--manifest", "{real}/x.csv"], "exactly one source"),
+    (["--real", "{real}", "--manifest", "{real}/x.csv"], "no such manifest"),
     (["--protocol", "{real}/no-such-protocol.txt"], "no such protocol"),
     (["--real", "{real}", "--by", "no_such_column", "--checkpoint", "{ckpt}"], "cannot group by"),
     (["--real", "{real}", "--checkpoint", "{real}/missing"], "no checkpoint"),

@@ -120,7 +120,7 @@ def _cmd_score(args) -> int:
 
 # ---------------------------------------------------------------------------- labelled data (shared)
 def _add_data_args(p) -> None:
-    src = p.add_argument_group("labelled recordings (give one kind)")
+    src = p.add_argument_group("labelled recordings (folders, manifest and protocol can be combined)")
     src.add_argument("--real", metavar="DIR", help="folder of human recordings (recursive)")
     src.add_argument("--fake", metavar="DIR", help="folder of synthetic recordings (recursive)")
     src.add_argument("--manifest", metavar="CSV", help="CSV with path,label[,speaker,source,generator,lang,...]")

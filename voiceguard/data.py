@@ -337,24 +337,26 @@ def read_protocol(path: str | os.PathLike, audio_dir: str | os.PathLike | None =
 def read_items(*, real: str | os.PathLike | None = None, fake: str | os.PathLike | None = None,
                manifest: str | os.PathLike | None = None, protocol: str | os.PathLike | None = None,
                audio_dir: str | os.PathLike | None = None) -> list[Item]:
-    """The labelled recordings named by one kind of source: folders (``real`` and/or ``fake``), a
-    ``manifest`` CSV, or a ``protocol`` (with ``audio_dir``). Raises DataError when the choice is
-    ambiguous or nothing usable is left."""
-    kinds = [k for k, v in (("folders", real or fake), ("manifest", manifest), ("protocol", protocol)) if v]
-    if len(kinds) != 1:
-        raise DataError("give exactly one source of recordings: --real/--fake folders, --manifest CSV or "
-                        f"--protocol FILE (got {', '.join(kinds) or 'none'})")
+    """The labelled recordings named by folders (``real`` and/or ``fake``), a ``manifest`` CSV and/or a
+    ``protocol`` (with ``audio_dir``), together. A file named twice is kept once; a file named with both
+    labels, or no usable recording at all, raises DataError."""
+    if not (real or fake or manifest or protocol):
+        raise DataError("give the recordings: --real/--fake folders, a --manifest CSV and/or a --protocol FILE")
     if audio_dir is not None and not protocol and not manifest:
         raise DataError("--audio-dir goes with --protocol or --manifest")
+    items: list[Item] = []
     if real or fake:
-        items = read_folders(real, fake)
-        what = "the folders"
-    elif manifest:
-        items = read_manifest(manifest, root=audio_dir)
-        what = str(manifest)
-    else:
-        items = read_protocol(protocol, audio_dir)  # type: ignore[arg-type]
-        what = str(protocol)
-    if not items:
-        raise DataError(f"{what}: no usable recordings (all listed files missing?)")
-    return items
+        items += read_folders(real, fake)
+    if manifest:
+        items += read_manifest(manifest, root=audio_dir)
+    if protocol:
+        items += read_protocol(protocol, audio_dir)
+    seen: dict[str, Item] = {}
+    for it in items:
+        key = os.path.realpath(it.path)
+        if key in seen and seen[key].label != it.label:
+            raise DataError(f"{it.path} is labelled both real and synthetic")
+        seen.setdefault(key, it)
+    if not seen:
+        raise DataError("no usable recordings (all listed files missing?)")
+    return list(seen.values())
