@@ -1,7 +1,7 @@
 """VoiceGuard: tell whether the voice in a call recording is human or AI-synthesised.
 
 >>> from voiceguard import Detector
->>> result = Detector.load().score_file("call.wav")[0]
+>>> result = Detector.load().score_file("call.wav")
 >>> result.verdict, result.probability
 """
 from __future__ import annotations
