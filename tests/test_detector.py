@@ -124,7 +124,7 @@ def test_long_call_memory_does_not_grow_with_length(untrained_checkpoint, tmp_pa
     d_short, rss_short = _peak_rss_mb(untrained_checkpoint, short)
     d_long, rss_long = _peak_rss_mb(untrained_checkpoint, long)
     assert d_long == pytest.approx(720.0, abs=0.1)
-    assert rss_long - rss_short < 60, (rss_short, rss_long)
+    assert rss_long - rss_short < 100, (rss_short, rss_long)  # decoding it whole would add > 260 MB
 
 
 @pytest.mark.parametrize("threshold", [0.3, 0.499, 0.5, 0.501, 0.7])
