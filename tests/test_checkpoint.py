@@ -4,9 +4,7 @@ from __future__ import annotations
 import json
 import pickle
 
-import numpy as np
 import pytest
-import torch
 
 from conftest import speech_like
 from voiceguard import checkpoint

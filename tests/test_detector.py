@@ -1,7 +1,6 @@
 """The inference path: invariances, locality, determinism, memory, inconclusive cases."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 

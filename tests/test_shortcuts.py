@@ -5,7 +5,6 @@ systems and recorders do; the share of them flagged synthetic must not rise by m
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 
-import numpy as np
 import pytest
 import torch
 
 from conftest import run_cli, speech_like, write
-from voiceguard.data import Item, read_folders
+from voiceguard.data import read_folders
 from voiceguard.train import (ClipBank, CropStream, TrainConfig, ValSet, _batches, group_of, split_by_group,
                               train)
 

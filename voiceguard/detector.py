@@ -22,7 +22,7 @@ import numpy as np
 from . import audio as audio_io
 from .checkpoint import CheckpointConfig
 from .errors import AudioLoadError, VoiceGuardError
-from .vad import FRAME_SECONDS, SpeechDetector, frame_length
+from .vad import FRAME_SECONDS, SpeechDetector
 from .windows import context_means, flag_regions
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ Any T >= 16 works (statistics pooling over time), so short calls need no padding
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn

@@ -226,6 +226,12 @@ class ValSet:
                 cond.append("telephone")
         return cls(items, sigs, cond)
 
+    @staticmethod
+    def join(a: "ValSet", b: "ValSet | None") -> "ValSet":
+        if b is None:
+            return a
+        return ValSet(a.items + b.items, a.signals + b.signals, a.condition + b.condition)
+
     @property
     def labels(self) -> np.ndarray:
         return np.array([it.label for it in self.items])
@@ -259,14 +265,15 @@ class TrainResult:
     model: object
     config: CheckpointConfig
     history: list[dict]
-    val_logits: np.ndarray | None
+    val_logits: np.ndarray | None  # validation call logits of the returned (best) model
+    initial_logits: np.ndarray | None = None  # the same for the starting model, when one was given
 
 
 def train(
     train_bank: ClipBank,
     val: ValSet,
     *,
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig | None = None,
     base: CheckpointConfig | None = None,
     init_model=None,
     replay_bank: ClipBank | None = None,
@@ -286,6 +293,7 @@ def train(
     if len(train_bank) == 0 or len(set(train_bank.labels.tolist())) < 2:
         raise DataError("training needs readable clips of both classes (real and synthetic)")
     base = base or CheckpointConfig()
+    config = config or TrainConfig()
     torch.manual_seed(config.seed)
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = (init_model if init_model is not None else build_model(base.model)).to(device)
@@ -312,8 +320,9 @@ def train(
         logits = score_valset(det, val)
         return val_metrics(logits, val), logits
 
+    initial_logits = None
     if init_model is not None:
-        m0, _ = evaluate_now()
+        m0, initial_logits = evaluate_now()
         history.append({"epoch": 0, **m0})
         if progress:
             progress(history[-1])
@@ -355,7 +364,7 @@ def train(
     model.eval()
     cal, thr, rule = fit_calibration(best_logits, val, config.false_alarm_target)
     out_cfg = base.replace(calibration=cal, threshold=thr, threshold_rule=rule, trained=True)
-    return TrainResult(model.cpu(), out_cfg, history, best_logits)
+    return TrainResult(model.cpu(), out_cfg, history, best_logits, initial_logits)
 
 
 def fit_calibration(logits: np.ndarray, val: ValSet, false_alarm: float) -> tuple[Calibration, float, str]:
@@ -415,10 +424,6 @@ def _sample(items: list[Item], n: int, seed: int) -> list[Item]:
     return [items[i] for i in sorted(rng.choice(len(items), n, replace=False))]
 
 
-def _eers(detector, val: ValSet | None) -> dict:
-    return val_metrics(score_valset(detector, val), val) if val is not None and len(val.items) else {}
-
-
 def finetune(
     new_items: Sequence[Item],
     model,
@@ -438,8 +443,6 @@ def finetune(
     the starting ones (L2-SP). Early stopping and the re-fitted calibration use the new validation part
     together with the original validation data. EERs before and after are reported on both.
     """
-    from .detector import Detector
-
     t0 = time.time()
     config = config or TrainConfig(epochs=5, steps_per_epoch=40, lr=5e-4, patience=3, l2sp=1e-3,
                                    replay_fraction=0.5, max_seconds=8 * 60)
@@ -463,20 +466,22 @@ def finetune(
         orig_val_set = ValSet.build(ClipBank(_sample(list(original_val_items), ORIGINAL_VAL_FILES, config.seed)))
     log_fn(f"replay: {replay_desc}; decoded in {time.time() - t0:.0f} s")
 
-    eval_cfg = base.replace(calibration=type(base.calibration)())
-    det = Detector(model, eval_cfg, device=config.device)
-    before = {"new": _eers(det, new_val_set), "original": _eers(det, orig_val_set)}
-    log_fn(f"before: new data {before['new']}; original validation {before['original']}")
-
-    combined = new_val_set
-    if orig_val_set is not None:
-        combined = ValSet(new_val_set.items + orig_val_set.items, new_val_set.signals + orig_val_set.signals,
-                          new_val_set.condition + orig_val_set.condition)
+    combined = ValSet.join(new_val_set, orig_val_set)
     cfg = config if replay_bank is not None else replace(config, replay_fraction=0.0)
     result = train(new_bank, combined, config=cfg, base=base, init_model=model, replay_bank=replay_bank,
                    progress=progress)
-    det = Detector(result.model, eval_cfg, device=config.device)
-    after = {"new": _eers(det, new_val_set), "original": _eers(det, orig_val_set)}
+
+    # before/after per part, from the logits train() already computed on the joined validation set
+    n_new = len(new_val_set.items)
+
+    def per_part(logits: np.ndarray) -> dict:
+        parts = {"new": val_metrics(logits[:n_new], new_val_set), "original": {}}
+        if orig_val_set is not None:
+            parts["original"] = val_metrics(logits[n_new:], orig_val_set)
+        return parts
+
+    before, after = per_part(result.initial_logits), per_part(result.val_logits)
+    log_fn(f"before: new data {before['new']}; original validation {before['original']}")
     log_fn(f"after:  new data {after['new']}; original validation {after['original']}")
     report = FinetuneReport(before, after, result.history, replay_desc, len(new_bank), len(new_val),
                             round((time.time() - t0) / 60, 2))
