@@ -14,6 +14,7 @@ WORLD / Griffin-Lim / LPC copy-synthesis of corpus clips). Validation holds out 
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 import json
 import logging
 import sys
@@ -28,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from voiceguard import checkpoint  # noqa: E402
 from voiceguard.checkpoint import CheckpointConfig  # noqa: E402
 from voiceguard.data import read_manifest  # noqa: E402
+from voiceguard.augment import AugmentConfig  # noqa: E402
 from voiceguard.train import ClipBank, TrainConfig, ValSet, train  # noqa: E402
 
 #: whole sources kept out of training: their EER is the "unseen generator / unseen speaker" estimate
@@ -76,6 +78,9 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--head", choices=("linear", "ocsoftmax"), default="linear", help="loss / output head")
     ap.add_argument("--hop", type=float, default=4.0, help="seconds between scored windows (window: 4 s)")
+    ap.add_argument("--pair-fraction", type=float, default=0.3,
+                    help="share of training examples drawn as matched (copy-synthesis, its real original) pairs")
+    ap.add_argument("--rawboost", type=float, default=0.3, help="probability of a RawBoost distortion per example")
     ap.add_argument("--quick", action="store_true", help="tiny run (a few minutes) to check the pipeline")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -103,12 +108,14 @@ def main(argv=None) -> int:
     train_bank = ClipBank(train_items)
     val_bank = ClipBank(val_items, max_seconds=20.0)
     val = ValSet.build(val_bank)
+    log.info("matched copy-synthesis pairs in training: %d", len(train_bank.pairs()))
     log.info("decoded: train %.1f min (skipped %s), validation %.1f min, in %.0f s", train_bank.seconds() / 60,
              dict(train_bank.skipped), val_bank.seconds() / 60, time.time() - t0)
 
     cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
                       max_seconds=args.max_minutes * 60, workers=args.workers, seed=args.seed, patience=8,
-                      lr=args.lr)
+                      lr=args.lr, pair_fraction=args.pair_fraction,
+                      augment=AugmentConfig(p_rawboost=args.rawboost))
     from voiceguard.features import FeatureConfig
     from voiceguard.model import ModelConfig
 
@@ -168,6 +175,8 @@ def main(argv=None) -> int:
             "validation_sources": list(HELD_OUT_SOURCES), "validation_generators": list(HELD_OUT_GENERATORS),
         },
         "train_config": {k: v for k, v in vars(cfg).items() if k not in ("augment", "device")},
+        "augment": asdict(cfg.augment),
+        "pairs": len(train_bank.pairs()),
         "best_epoch": best["epoch"],
         "validation": {k: v for k, v in best.items() if k.startswith("eer")},
         "validation_per_source": per_source,

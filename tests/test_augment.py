@@ -54,3 +54,13 @@ def test_augmenter_is_label_blind_and_removes_digital_silence(x):
         assert np.count_nonzero(y[:8000] == 0.0) < 50  # dither fills exact zeros
     levels = [10 * np.log10(np.mean(y**2)) for y in outs]
     assert max(levels) - min(levels) > 8  # loudness varies
+
+
+def test_rawboost_keeps_length_and_peak_and_distorts(x):
+    rng = np.random.default_rng(4)
+    for _ in range(12):  # covers all four RawBoost variants
+        y = augment.rawboost(x, rng)
+        assert y.shape == x.shape and y.dtype == np.float32 and np.isfinite(y).all()
+        assert np.abs(y).max() == pytest.approx(np.abs(x).max(), rel=1e-3)
+        assert not np.allclose(x, y, atol=1e-3)
+        assert np.corrcoef(np.abs(x[::160]), np.abs(y[::160]))[0, 1] > 0.2  # still the same speech

@@ -150,10 +150,67 @@ def insert_silence(x: np.ndarray, rng: np.random.Generator, sr: int = SAMPLE_RAT
     return y
 
 
+# ---------------------------------------------------------------------------- RawBoost
+# Tak et al., "RawBoost: a raw data boosting and augmentation method applied to automatic speaker
+# verification anti-spoofing", ICASSP 2022. Device/channel-like distortions that are not tied to any one
+# codec: linear and non-linear convolutive noise, impulsive signal-dependent noise, and stationary
+# signal-independent (coloured) noise.
+def _notch_fir(rng: np.random.Generator, sr: int, n_bands: int = 5, min_f: float = 20.0, max_f: float = 8000.0,
+               min_bw: float = 100.0, max_bw: float = 1000.0, min_taps: int = 10, max_taps: int = 100,
+               gain_db: float = 0.0) -> np.ndarray:
+    """A random FIR made of ``n_bands`` cascaded band-stop filters, normalised to a peak gain of ``gain_db``."""
+    from scipy.signal import firwin, freqz
+
+    b = np.ones(1)
+    nyq = sr / 2
+    for _ in range(n_bands):
+        fc = rng.uniform(min_f, min(max_f, nyq))
+        bw = rng.uniform(min_bw, max_bw)
+        taps = int(rng.integers(min_taps, max_taps)) | 1  # odd length: a band-stop needs it
+        f1, f2 = max(fc - bw / 2, 1.0), min(fc + bw / 2, nyq - 1.0)
+        if f2 <= f1 + 1.0:
+            continue
+        b = np.convolve(b, firwin(taps, [f1, f2], window="hamming", fs=sr))
+    _, h = freqz(b, 1, worN=512)
+    return b * 10 ** (gain_db / 20) / max(float(np.abs(h).max()), 1e-8)
+
+
+def _peak_norm(y: np.ndarray, like: np.ndarray) -> np.ndarray:
+    peak = float(np.abs(y).max())
+    return (y / peak * float(np.abs(like).max())).astype(np.float32) if peak > 0 else y.astype(np.float32)
+
+
+def rawboost(x: np.ndarray, rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """One random RawBoost distortion (or all three in series), same length and peak level as ``x``."""
+    from scipy.signal import lfilter
+
+    x = np.asarray(x, np.float32)
+    algo = int(rng.integers(0, 4))
+    y = x.astype(np.float64)
+    if algo in (0, 3):  # linear and non-linear convolutive noise: filtered powers of the signal
+        out = np.zeros_like(y)
+        for k in range(int(rng.integers(2, 6))):
+            g = -float(rng.uniform(5, 20)) * k  # higher-order terms are weaker
+            out += lfilter(_notch_fir(rng, sr, gain_db=g), 1.0, y ** (k + 1))
+        y = out - out.mean()
+    if algo in (1, 3):  # impulsive signal-dependent noise on up to 10 % of the samples
+        n = int(len(y) * rng.uniform(0.0, 0.1))
+        if n:
+            pos = rng.choice(len(y), n, replace=False)
+            y[pos] += 2.0 * y[pos] * (2 * rng.random(n) - 1) * (2 * rng.random(n) - 1)
+    if algo in (2, 3):  # stationary signal-independent noise, shaped by random band-stops, 10-40 dB SNR
+        noise = lfilter(_notch_fir(rng, sr), 1.0, rng.standard_normal(len(y)))
+        p_sig, p_noise = float(np.mean(y**2)), float(np.mean(noise**2))
+        if p_sig > 0 and p_noise > 0:
+            y = y + noise * np.sqrt(p_sig / p_noise) * 10 ** (-rng.uniform(10, 40) / 20)
+    return _peak_norm(y, x)
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
     p_silence: float = 0.25  # overwrite a stretch with digital zeros
     p_reverb: float = 0.15
+    p_rawboost: float = 0.3  # RawBoost device/channel distortions (see rawboost)
     p_noise: float = 0.35
     snr_db: tuple[float, float] = (8.0, 40.0)
     p_telephone: float = 0.45  # 8 kHz band-pass + narrowband codec
@@ -181,6 +238,8 @@ class Augmenter:
             y = insert_silence(y, r, sr)
         if r.random() < c.p_reverb:
             y = reverb(y, float(r.uniform(0.15, 0.7)), r, sr)
+        if c.p_rawboost and r.random() < c.p_rawboost:
+            y = rawboost(y, r, sr)
         if r.random() < c.p_noise:
             y = add_noise(y, float(r.uniform(*c.snr_db)), r, exponent=float(r.choice([0.0, 1.0, 2.0])))
         u = r.random()

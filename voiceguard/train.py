@@ -16,6 +16,7 @@ import math
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -45,6 +46,7 @@ class TrainConfig:
     workers: int = 1  # processes preparing augmented crops
     l2sp: float = 0.0  # pull towards the starting weights (fine-tuning)
     replay_fraction: float = 0.0  # share of each batch drawn from the replay bank (fine-tuning)
+    pair_fraction: float = 0.0  # share of draws that take a copy-synthesis with its real original (see CropStream)
     false_alarm_target: float = 0.02  # threshold: at most this share of held-out real clips flagged
     max_seconds: float | None = None  # stop after this much wall time
     device: str | None = None
@@ -97,6 +99,7 @@ class ClipBank:
         self.sample_rate = sample_rate
         self.items: list[Item] = []
         self.clips: list[np.ndarray] = []
+        self.offsets: list[int] = []  # where each kept clip starts in its file, in samples
         self.skipped: Counter = Counter()
         for i, it in enumerate(items):
             if progress:
@@ -113,7 +116,9 @@ class ClipBank:
                 self.skipped["too-little-speech"] += 1
                 continue
             pad = int(0.1 * sample_rate)
-            x = x[max(0, idx[0] - pad): idx[-1] + pad][: int(max_seconds * sample_rate)]
+            start = max(0, idx[0] - pad)
+            x = x[start: idx[-1] + pad][: int(max_seconds * sample_rate)]
+            self.offsets.append(start)
             peak = float(np.abs(x).max()) or 1.0
             self.clips.append((x / peak * 32000).astype(np.int16))
             self.items.append(it)
@@ -127,6 +132,28 @@ class ClipBank:
 
     def signal(self, i: int) -> np.ndarray:
         return self.clips[i].astype(np.float32) / 32768.0
+
+    def pairs(self) -> list[tuple[int, int]]:
+        """(synthetic index, real index) for each copy-synthesis whose real original is in this bank.
+
+        A synthetic item names its original in the manifest column ``orig_path`` (as written by
+        ``voiceguard synth`` and the scripts), relative to wherever that clip's manifest lives; it is
+        matched on the end of the real items' paths.
+        """
+        by_name: dict[str, list[int]] = {}
+        for i, it in enumerate(self.items):
+            if it.label == 0:
+                by_name.setdefault(Path(it.path).name, []).append(i)
+        out = []
+        for i, it in enumerate(self.items):
+            orig = str(it.extra.get("orig_path") or "").replace("\\", "/").lstrip("./")
+            if it.label != 1 or not orig:
+                continue
+            for j in by_name.get(Path(orig).name, []):
+                if Path(self.items[j].path).as_posix().endswith(orig):
+                    out.append((i, j))
+                    break
+        return out
 
     def sampling_weights(self) -> np.ndarray:
         """Per-clip weights: each source counts as sqrt(#clips), each speaker within it likewise.
@@ -149,11 +176,19 @@ def crop(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 class CropStream:
-    """Endless stream of augmented (crop [shape=(n,)], label) pairs, half real, half synthetic."""
+    """Endless stream of augmented (crop [shape=(n,)], label) pairs, half real, half synthetic.
+
+    With ``pair_fraction`` > 0, that share of the draws is a *matched pair*: a copy-synthesis and the real
+    clip it was made from, cropped at the same place and put through the very same random channel
+    (same augmentation seed), one after the other. Speaker, words, room and channel are then identical on
+    both sides and only the synthesis differs, so the model cannot score the recording conditions.
+    """
 
     def __init__(self, bank: ClipBank, crop_samples: int, augment: AugmentConfig, seed: int,
-                 replay: ClipBank | None = None, replay_fraction: float = 0.0) -> None:
+                 replay: ClipBank | None = None, replay_fraction: float = 0.0,
+                 pair_fraction: float = 0.0) -> None:
         self.bank, self.replay, self.replay_fraction = bank, replay, replay_fraction
+        self.pair_fraction = pair_fraction
         self.n = crop_samples
         self.augment_config = augment
         self.seed = seed
@@ -173,7 +208,14 @@ class CropStream:
         aug = Augmenter(self.augment_config, seed=int(rng.integers(2**31)))
         tables = self._tables(self.bank)
         replay_tables = self._tables(self.replay) if self.replay is not None and len(self.replay) else {}
+        pairs = self.bank.pairs() if self.pair_fraction > 0 else []
+        # a pair yields two examples: draw pair events at q so that pair_fraction of examples come from pairs
+        q = self.pair_fraction / (2 - self.pair_fraction) if pairs else 0.0
         while True:
+            if q and rng.random() < q:
+                f, r = pairs[int(rng.integers(len(pairs)))]
+                yield from self._pair(f, r, aug, rng)
+                continue
             label = int(rng.integers(0, 2))
             use_replay = replay_tables and rng.random() < self.replay_fraction
             bank, tab = (self.replay, replay_tables) if use_replay else (self.bank, tables)
@@ -182,6 +224,27 @@ class CropStream:
             idx, p = tab[label]
             i = int(rng.choice(idx, p=p))
             yield aug(crop(bank.signal(i), self.n, rng)), label
+
+
+    def _pair(self, f: int, r: int, aug: Augmenter, rng: np.random.Generator):
+        bank, n = self.bank, self.n
+        xf, xr = bank.signal(f), bank.signal(r)
+        shift = bank.offsets[f] - bank.offsets[r]  # fake sample k is real sample k + shift
+        lo, hi = max(0, -shift), min(len(xf), len(xr) - shift) - n  # starts valid in both clips
+        if hi < lo:  # shorter than a crop: tile both from their common start
+            a = max(0, -shift)
+            cf, cr = xf[a:], xr[a + shift:]
+            if not len(cf) or not len(cr):
+                cf, cr = xf, xr
+            cf, cr = crop(cf, n, rng), crop(cr, n, rng)
+        else:
+            a = int(rng.integers(lo, hi + 1))
+            cf, cr = xf[a: a + n], xr[a + shift: a + shift + n]
+        seed = int(rng.integers(2**31))
+        for x, label in ((cr, 0), (cf, 1)):
+            aug.rng = np.random.default_rng(seed)
+            yield aug(x), label
+        aug.rng = np.random.default_rng(int(rng.integers(2**31)))
 
 
 def _batches(stream: CropStream, batch_size: int, workers: int, seed: int):
@@ -304,7 +367,8 @@ def train(
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total_steps,
                                                 pct_start=0.1 if init_model is None else 0.0)
     crop_n = int(round(base.window.seconds * base.sample_rate))
-    stream = CropStream(train_bank, crop_n, config.augment, config.seed, replay_bank, config.replay_fraction)
+    stream = CropStream(train_bank, crop_n, config.augment, config.seed, replay_bank, config.replay_fraction,
+                        config.pair_fraction)
     batches = _batches(stream, config.batch_size, config.workers, config.seed)
 
     eval_cfg = base.replace(calibration=Calibration(), trained=True)
