@@ -85,7 +85,13 @@ def main(argv=None) -> int:
         "- Augmentation (both classes alike): telephone band + codec (µ-law, A-law, GSM 6.10, G.721, Opus, MP3, "
         "AMR-NB) 45 %, wideband codec 15 %, band-limit 15 %, coloured noise 8–40 dB SNR 35 %, synthetic reverb "
         "15 %, inserted digital silence 25 %, random level −35…−14 dBFS, dither always. Crops of "
-        f"{cfg.window.seconds:g} s, classes balanced per batch, sources and speakers weighted by 1/sqrt(count).",
+        f"{cfg.window.seconds:g} s, classes balanced per batch, sources and speakers weighted by 1/sqrt(count)."
+        + (f" RawBoost distortions (linear/non-linear convolutive, impulsive and coloured stationary noise) on "
+           f"{t['augment'].get('p_rawboost', 0) * 100:.0f} % of examples." if t.get("augment", {}).get("p_rawboost") else "")
+        + (f" Matched pairs: {t['train_config'].get('pair_fraction', 0) * 100:.0f} % of examples are a "
+           f"copy-synthesis and the real clip it was made from ({t.get('pairs')} such pairs), cropped at the same "
+           "place and sent through the same random channel, so only the synthesis tells them apart."
+           if t.get("train_config", {}).get("pair_fraction") else ""),
         f"- Optimiser: AdamW, one-cycle LR, BCE loss; early stopping on validation EER. Config: "
         f"`{json.dumps(t.get('train_config', {}))}`",
         "",

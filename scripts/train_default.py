@@ -81,6 +81,8 @@ def main(argv=None) -> int:
     ap.add_argument("--pair-fraction", type=float, default=0.3,
                     help="share of training examples drawn as matched (copy-synthesis, its real original) pairs")
     ap.add_argument("--rawboost", type=float, default=0.3, help="probability of a RawBoost distortion per example")
+    ap.add_argument("--ema", type=float, default=0.995,
+                    help="validate and ship an exponential moving average of the weights (decay per step; 0: off)")
     ap.add_argument("--quick", action="store_true", help="tiny run (a few minutes) to check the pipeline")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -114,7 +116,7 @@ def main(argv=None) -> int:
 
     cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
                       max_seconds=args.max_minutes * 60, workers=args.workers, seed=args.seed, patience=8,
-                      lr=args.lr, pair_fraction=args.pair_fraction,
+                      lr=args.lr, pair_fraction=args.pair_fraction, ema=args.ema,
                       augment=AugmentConfig(p_rawboost=args.rawboost))
     from voiceguard.features import FeatureConfig
     from voiceguard.model import ModelConfig

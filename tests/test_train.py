@@ -71,6 +71,22 @@ def test_short_training_lowers_the_loss(dataset):
     assert [h["epoch"] for h in res.history] == [0, 1, 2, 3]
 
 
+def test_weight_averaging_returns_the_validated_weights(dataset):
+    """With ema > 0 the moving average is what is validated, kept and returned (not the raw weights)."""
+    import numpy as np
+
+    from voiceguard.detector import Detector
+    from voiceguard.train import score_valset
+
+    items = read_folders(dataset / "real", dataset / "fake")
+    tr, va = split_by_group(items, 0.3, seed=0)
+    val = ValSet.build(ClipBank(va), telephone=False)
+    res = train(ClipBank(tr), val, config=TrainConfig(epochs=2, steps_per_epoch=4, batch_size=8, workers=0,
+                                                        lr=3e-3, ema=0.9))
+    again = score_valset(Detector(res.model, res.config.replace(calibration=type(res.config.calibration)())), val)
+    np.testing.assert_allclose(again, res.val_logits, rtol=1e-4, atol=1e-4)
+
+
 def test_finetune_then_evaluate_through_the_cli(dataset, untrained_checkpoint, tmp_path):
     out = run_cli("finetune", "--real", dataset / "real", "--fake", dataset / "fake", "--from", untrained_checkpoint,
                   "--out", tmp_path / "ft", "--epochs", "2", "--steps", "6", "--batch-size", "16", "--workers", "0")

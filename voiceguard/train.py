@@ -46,6 +46,7 @@ class TrainConfig:
     workers: int = 1  # processes preparing augmented crops
     l2sp: float = 0.0  # pull towards the starting weights (fine-tuning)
     replay_fraction: float = 0.0  # share of each batch drawn from the replay bank (fine-tuning)
+    ema: float = 0.0  # > 0: validate and keep an exponential moving average of the weights (this decay per step)
     pair_fraction: float = 0.0  # share of draws that take a copy-synthesis with its real original (see CropStream)
     false_alarm_target: float = 0.02  # threshold: at most this share of held-out real clips flagged
     max_seconds: float | None = None  # stop after this much wall time
@@ -371,6 +372,14 @@ def train(
                         config.pair_fraction)
     batches = _batches(stream, config.batch_size, config.workers, config.seed)
 
+    # an exponential moving average of the weights (buffers too) is smoother across the noisy validation
+    # epochs than the raw weights and tends to sit in flatter minima, which carry better to unseen data
+    ema_model = None
+    if config.ema > 0:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema_model = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+    scored = ema_model.module if ema_model is not None else model  # the weights validated and returned
     eval_cfg = base.replace(calibration=Calibration(), trained=True)
     history: list[dict] = []
     best: tuple[float, dict] | None = None
@@ -379,8 +388,8 @@ def train(
     t0 = time.time()
 
     def evaluate_now() -> tuple[dict, np.ndarray]:
-        model.eval()
-        det = Detector(model, eval_cfg, device=device)
+        scored.eval()
+        det = Detector(scored, eval_cfg, device=device)
         logits = score_valset(det, val)
         return val_metrics(logits, val), logits
 
@@ -404,6 +413,8 @@ def train(
             loss.backward()
             opt.step()
             sched.step()
+            if ema_model is not None:
+                ema_model.update_parameters(model)
             losses.append(loss.item())
         m, logits = evaluate_now()
         rec = {"epoch": epoch, "loss": float(np.mean(losses)), **m, "seconds": round(time.time() - t0, 1)}
@@ -412,7 +423,7 @@ def train(
             progress(rec)
         key = m.get("eer_all", 1.0)
         if best is None or key < best[0] - 1e-4:
-            best = (key, copy.deepcopy(model.state_dict()))
+            best = (key, copy.deepcopy(scored.state_dict()))
             best_logits = logits
             bad_epochs = 0
         else:
