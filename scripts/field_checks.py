@@ -51,7 +51,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     det = Detector.load(args.checkpoint, device="cpu")
-    items = [it for it in read_manifest(args.corpus) if it.source in HELD_OUT_SOURCES]
+    # the sources this checkpoint never trained on (as recorded by scripts/train_default.py)
+    held_out = det.config.training.get("data", {}).get("held_out_sources") or HELD_OUT_SOURCES
+    items = [it for it in read_manifest(args.corpus) if it.source in held_out]
     real = [audio.load(it.path)[0] for it in items if it.label == 0]
     fakes = [(it.generator, audio.load(it.path)[0]) for it in items if it.label == 1 and it.extra.get("duration")]
     fakes = [(g, x) for g, x in fakes if len(x) > 4 * SR]

@@ -46,10 +46,10 @@ HELD_OUT_SOURCES = (
 HELD_OUT_GENERATORS = ("flite", "lpc")
 
 
-def is_held_out(item) -> bool:
+def is_held_out(item, sources=HELD_OUT_SOURCES) -> bool:
     """Held-out sources, held-out generators, and copy-syntheses of held-out sources' real clips
     (a vocoded clip stays on the side of the real clip it was made from, so no speaker leaks)."""
-    return (item.source in HELD_OUT_SOURCES or item.extra.get("orig_source", "") in HELD_OUT_SOURCES
+    return (item.source in sources or item.extra.get("orig_source", "") in sources
             or any(item.generator.startswith(g) for g in HELD_OUT_GENERATORS))
 
 
@@ -83,13 +83,17 @@ def main(argv=None) -> int:
     ap.add_argument("--rawboost", type=float, default=0.3, help="probability of a RawBoost distortion per example")
     ap.add_argument("--ema", type=float, default=0.995,
                     help="validate and ship an exponential moving average of the weights (decay per step; 0: off)")
+    ap.add_argument("--patience", type=int, default=8, help="epochs without a better validation EER before stopping")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for the training step")
+    ap.add_argument("--train-on", nargs="*", default=[], metavar="SOURCE",
+                    help="move these of the held-out sources into training (the rest stay held out)")
     ap.add_argument("--quick", action="store_true", help="tiny run (a few minutes) to check the pipeline")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     log = logging.getLogger("train_default")
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
 
     items = read_manifest(args.corpus)
     for gen in args.generated:
@@ -101,8 +105,12 @@ def main(argv=None) -> int:
         rng = np.random.default_rng(0)
         items = [items[i] for i in sorted(rng.choice(len(items), 300, replace=False))]
         args.epochs, args.steps, args.max_minutes = 2, 10, 5
-    train_items = [it for it in items if not is_held_out(it)]
-    val_items = [it for it in items if is_held_out(it)]
+    unknown = set(args.train_on) - set(HELD_OUT_SOURCES)
+    if unknown:
+        ap.error(f"--train-on: not held-out sources: {sorted(unknown)}")
+    held_out = tuple(s for s in HELD_OUT_SOURCES if s not in args.train_on)
+    train_items = [it for it in items if not is_held_out(it, held_out)]
+    val_items = [it for it in items if is_held_out(it, held_out)]
     log.info("train: %d files (%d synthetic); validation (held-out sources): %d files (%d synthetic)",
              len(train_items), sum(it.label for it in train_items), len(val_items),
              sum(it.label for it in val_items))
@@ -115,7 +123,7 @@ def main(argv=None) -> int:
              dict(train_bank.skipped), val_bank.seconds() / 60, time.time() - t0)
 
     cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
-                      max_seconds=args.max_minutes * 60, workers=args.workers, seed=args.seed, patience=8,
+                      max_seconds=args.max_minutes * 60, workers=args.workers, seed=args.seed, patience=args.patience,
                       lr=args.lr, pair_fraction=args.pair_fraction, ema=args.ema,
                       augment=AugmentConfig(p_rawboost=args.rawboost))
     from voiceguard.features import FeatureConfig
@@ -169,12 +177,12 @@ def main(argv=None) -> int:
             "train_files": len(train_bank), "train_minutes": round(train_bank.seconds() / 60, 1),
             "train_synthetic_files": int(train_bank.labels.sum()),
             "validation_files": len(val_bank), "validation_minutes": round(val_bank.seconds() / 60, 1),
-            "held_out_sources": list(HELD_OUT_SOURCES), "held_out_generators": list(HELD_OUT_GENERATORS),
+            "held_out_sources": list(held_out), "held_out_generators": list(HELD_OUT_GENERATORS),
             "skipped": dict(train_bank.skipped),
         },
         "replay": {  # lets `voiceguard finetune` replay this data when it is on the machine
             "manifests": [_rel(args.corpus)] + [_rel(g) for g in args.generated],
-            "validation_sources": list(HELD_OUT_SOURCES), "validation_generators": list(HELD_OUT_GENERATORS),
+            "validation_sources": list(held_out), "validation_generators": list(HELD_OUT_GENERATORS),
         },
         "train_config": {k: v for k, v in vars(cfg).items() if k not in ("augment", "device")},
         "augment": asdict(cfg.augment),

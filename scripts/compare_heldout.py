@@ -1,0 +1,71 @@
+#!/usr/bin/env python
+"""Score several checkpoints on the same held-out validation set (clean + telephone copies), side by side.
+
+    .venv/bin/python scripts/compare_heldout.py runs/E/voiceguard runs/G/voiceguard
+
+The held-out set is the one recorded in the *last* checkpoint's training record (sources and local generators
+it never trained on), so a model trained on more sources is compared with the others on data that none of
+them saw. Prints call-level EER (all, clean, telephone) and per source / generator, as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from scripts.train_default import is_held_out  # noqa: E402
+from voiceguard.checkpoint import load  # noqa: E402
+from voiceguard.data import read_manifest  # noqa: E402
+from voiceguard.detector import Detector  # noqa: E402
+from voiceguard.metrics import eer  # noqa: E402
+from voiceguard.train import ClipBank, ValSet, score_valset, val_metrics  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("checkpoints", nargs="+")
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(2)
+    _, last = load(args.checkpoints[-1])
+    rec = last.training
+    held = tuple(rec["data"]["held_out_sources"])
+    items = []
+    for m in rec["replay"]["manifests"]:
+        path = ROOT / m
+        if path.exists():
+            items += read_manifest(path)
+    val = ValSet.build(ClipBank([it for it in items if is_held_out(it, held)], max_seconds=20.0))
+    y, cond = val.labels, np.array(val.condition)
+
+    def group(it) -> str:
+        return it.generator.split("/")[0] if it.source.startswith("local-") else it.source
+
+    groups = np.array([group(it) for it in val.items])
+    out = {"held_out_sources": list(held), "files": int((cond == "clean").sum())}
+    for ck in args.checkpoints:
+        model, cfg = load(ck)
+        logits = score_valset(Detector(model, cfg), val)
+        row = {k: round(v, 4) if isinstance(v, float) else v for k, v in val_metrics(logits, val).items()}
+        for g in sorted(set(groups[y == 1])):
+            for c in ("clean", "telephone"):
+                ok = np.isfinite(logits) & (cond == c)
+                fake, real = ok & (groups == g) & (y == 1), ok & (y == 0)
+                if fake.any() and real.any():
+                    row[f"{g} {c}"] = round(float(eer(np.r_[logits[fake], logits[real]],
+                                                      np.r_[np.ones(fake.sum()), np.zeros(real.sum())])[0]), 4)
+        out[ck] = row
+        print(ck, json.dumps(row), flush=True)
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
