@@ -350,7 +350,7 @@ def _add_finetune(sub) -> None:
     _add_data_args(p)
     p.add_argument("--from", dest="checkpoint", metavar="CHECKPOINT", help="starting checkpoint (default: shipped)")
     p.add_argument("--replay", metavar="CSV", help="manifest of original training data to replay")
-    _add_train_args(p, epochs=5, steps=40, lr=5e-4, minutes=8)
+    _add_train_args(p, epochs=8, steps=40, lr=1e-3, minutes=8)
     p.set_defaults(func=_cmd_finetune)
 
 

@@ -519,7 +519,7 @@ def finetune(
     together with the original validation data. EERs before and after are reported on both.
     """
     t0 = time.time()
-    config = config or TrainConfig(epochs=5, steps_per_epoch=40, lr=5e-4, patience=3, l2sp=1e-3,
+    config = config or TrainConfig(epochs=8, steps_per_epoch=40, lr=1e-3, patience=3, l2sp=1e-3,
                                    replay_fraction=0.5, max_seconds=8 * 60)
     new_train, new_val = split_by_group(list(new_items), val_fraction, seed=config.seed)
     if not new_val or len({it.label for it in new_val}) < 2:
