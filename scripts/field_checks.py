@@ -119,7 +119,8 @@ def main(argv=None) -> int:
                 "`synthetic` at the stored threshold.\n\n" + "\n".join(cues))
     out = {"Long calls (held-out real speech)": long_calls, "Channel cues on held-out real speech": shortcut}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
+    old = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+    Path(args.out).write_text(json.dumps({**old, **out}, indent=1))  # keeps what finetune_check.py wrote
     print(f"wrote {args.out}")
     return 0
 

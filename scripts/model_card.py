@@ -92,7 +92,10 @@ def main(argv=None) -> int:
            f"copy-synthesis and the real clip it was made from ({t.get('pairs')} such pairs), cropped at the same "
            "place and sent through the same random channel, so only the synthesis tells them apart."
            if t.get("train_config", {}).get("pair_fraction") else ""),
-        f"- Optimiser: AdamW, one-cycle LR, BCE loss; early stopping on validation EER. Config: "
+        "- Optimiser: AdamW, one-cycle LR, BCE loss"
+        + (f"; an exponential moving average of the weights (decay {t['train_config']['ema']} per step) is what "
+           "is validated after each epoch and shipped" if t.get("train_config", {}).get("ema") else "")
+        + f"; the epoch with the lowest validation EER is kept. Config: "
         f"`{json.dumps(t.get('train_config', {}))}`",
         "",
         "## Validation (held-out sources)",

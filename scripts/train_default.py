@@ -67,7 +67,7 @@ def main(argv=None) -> int:
                                                        str(ROOT / "data" / "gen2" / "manifest.csv")],
                     help="manifests of locally generated spoofs")
     ap.add_argument("--out", default=str(ROOT / "checkpoints" / "voiceguard"))
-    ap.add_argument("--epochs", type=int, default=24)
+    ap.add_argument("--epochs", type=int, default=28)
     ap.add_argument("--steps", type=int, default=80, help="steps per epoch")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-minutes", type=float, default=90.0, help="stop training after this much time")
@@ -78,12 +78,13 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--head", choices=("linear", "ocsoftmax"), default="linear", help="loss / output head")
     ap.add_argument("--hop", type=float, default=4.0, help="seconds between scored windows (window: 4 s)")
-    ap.add_argument("--pair-fraction", type=float, default=0.3,
+    ap.add_argument("--pair-fraction", type=float, default=0.0,
                     help="share of training examples drawn as matched (copy-synthesis, its real original) pairs")
-    ap.add_argument("--rawboost", type=float, default=0.3, help="probability of a RawBoost distortion per example")
+    ap.add_argument("--rawboost", type=float, default=0.0, help="probability of a RawBoost distortion per example")
     ap.add_argument("--ema", type=float, default=0.995,
                     help="validate and ship an exponential moving average of the weights (decay per step; 0: off)")
-    ap.add_argument("--patience", type=int, default=8, help="epochs without a better validation EER before stopping")
+    ap.add_argument("--patience", type=int, default=100,
+                    help="epochs without a better validation EER before stopping (default: run them all)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for the training step")
     ap.add_argument("--train-on", nargs="*", default=[], metavar="SOURCE",
                     help="move these of the held-out sources into training (the rest stay held out)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voiceguard.windows import AggregationConfig, call_logit, flag_regions, window_starts
+from voiceguard.windows import AggregationConfig, call_logit, flag_regions, length_offset, window_starts
 
 
 def test_shorter_than_one_window():
@@ -55,3 +55,29 @@ def test_flag_regions_hysteresis_and_min_duration():
     assert [(a, b) for a, b, _ in r] == [(2.0, 10.0), (10.0, 14.0), (16.0, 20.0)]
     assert r[0][2] == pytest.approx(0.8)
     assert flag_regions(starts, ends, p, onset=0.7, offset=0.6, min_duration=5.0) == [(2.0, 10.0, 0.8)]
+
+
+def test_length_penalty_holds_long_real_calls_to_the_short_clip_false_alarm_rate():
+    """Real speech scores ~ N(-1, 1): the plain maximum over a long call drifts up with its length; the
+    length-corrected one stays where short clips are."""
+    rng = np.random.default_rng(0)
+    plain, corrected = AggregationConfig(context=1), AggregationConfig(context=1, length_penalty=1.0)
+    short = np.mean([call_logit(rng.normal(-1, 1, 3), plain) for _ in range(2000)])
+    long_plain = np.mean([call_logit(rng.normal(-1, 1, 150), plain) for _ in range(500)])
+    long_corr = np.mean([call_logit(rng.normal(-1, 1, 150), corrected) for _ in range(500)])
+    assert long_plain > short + 1.0
+    assert abs(long_corr - short) < 0.35
+    # nothing changes up to the reference number of runs, and a long fake stretch is still found
+    assert length_offset(3, corrected) == 0.0 and length_offset(150, corrected) > 1.0
+    z = np.r_[np.full(100, -2.0), np.full(10, 4.0), np.full(100, -2.0)]
+    assert call_logit(z, AggregationConfig(context=3, length_penalty=1.0)) > 1.5
+
+
+def test_aggregation_round_trips_through_a_checkpoint_config():
+    from voiceguard.checkpoint import CheckpointConfig
+
+    cfg = CheckpointConfig(aggregation=AggregationConfig(context=3, length_penalty=0.8))
+    assert CheckpointConfig.from_dict(cfg.to_dict()).aggregation == cfg.aggregation
+    old = cfg.to_dict()
+    old["aggregation"] = {"context": 3}  # checkpoints written before the length penalty existed
+    assert CheckpointConfig.from_dict(old).aggregation == AggregationConfig(context=3)

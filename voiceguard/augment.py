@@ -210,7 +210,7 @@ def rawboost(x: np.ndarray, rng: np.random.Generator, sr: int = SAMPLE_RATE) -> 
 class AugmentConfig:
     p_silence: float = 0.25  # overwrite a stretch with digital zeros
     p_reverb: float = 0.15
-    p_rawboost: float = 0.3  # RawBoost device/channel distortions (see rawboost)
+    p_rawboost: float = 0.0  # RawBoost device/channel distortions (see rawboost)
     p_noise: float = 0.35
     snr_db: tuple[float, float] = (8.0, 40.0)
     p_telephone: float = 0.45  # 8 kHz band-pass + narrowband codec

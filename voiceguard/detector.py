@@ -23,7 +23,7 @@ from . import audio as audio_io
 from .checkpoint import CheckpointConfig
 from .errors import AudioLoadError, VoiceGuardError
 from .vad import FRAME_SECONDS, SpeechDetector
-from .windows import context_means, flag_regions
+from .windows import length_offset, context_means, flag_regions
 
 log = logging.getLogger(__name__)
 
@@ -394,6 +394,7 @@ class Detector:
         # regions are the runs at or above the threshold, so a region exists exactly when the verdict is
         # "synthetic" (hysteresis only lets a region extend over neighbouring runs a little below it)
         means, c = context_means(np.array([z for _, _, z in scored]), cfg.aggregation)
+        means = means - length_offset(len(means), cfg.aggregation)  # long calls: see AggregationConfig
         logit = float(means.max())
         prob = float(cal.probability(logit))
         run_starts = np.array([s.start for s in segments[: len(means)]])

@@ -342,8 +342,12 @@ def train(
     init_model=None,
     replay_bank: ClipBank | None = None,
     progress: Callable[[dict], None] | None = None,
+    select: Callable[[np.ndarray, np.ndarray | None], float] | None = None,
 ) -> TrainResult:
     """Train (or fine-tune, when ``init_model`` is given) and return the best model by validation EER.
+
+    ``select(logits, initial_logits)``, when given, replaces the overall validation EER as the quantity
+    to minimise (early stopping and the epoch kept); ``initial_logits`` are the starting model's.
 
     The returned config carries a calibration fitted on ``val`` and a threshold for
     ``config.false_alarm_target`` on its real clips.
@@ -421,7 +425,7 @@ def train(
         history.append(rec)
         if progress:
             progress(rec)
-        key = m.get("eer_all", 1.0)
+        key = select(logits, initial_logits) if select is not None else m.get("eer_all", 1.0)
         if best is None or key < best[0] - 1e-4:
             best = (key, copy.deepcopy(scored.state_dict()))
             best_logits = logits
@@ -438,7 +442,9 @@ def train(
     model.load_state_dict(best[1])
     model.eval()
     cal, thr, rule = fit_calibration(best_logits, val, config.false_alarm_target)
-    out_cfg = base.replace(calibration=cal, threshold=thr, threshold_rule=rule, trained=True)
+    aggregation = replace(base.aggregation, length_penalty=fit_length_penalty(best_logits, val))
+    out_cfg = base.replace(calibration=cal, threshold=thr, threshold_rule=rule, trained=True,
+                           aggregation=aggregation)
     return TrainResult(model.cpu(), out_cfg, history, best_logits, initial_logits)
 
 
@@ -454,9 +460,17 @@ def fit_calibration(logits: np.ndarray, val: ValSet, false_alarm: float) -> tupl
     return cal, thr, rule
 
 
+def fit_length_penalty(logits: np.ndarray, val: ValSet) -> float:
+    """Spread (standard deviation) of the call logits of real validation clips: the scale by which the
+    maximum over a long call's windows grows on real speech (see ``AggregationConfig.length_penalty``)."""
+    m = np.isfinite(logits) & (val.labels == 0)
+    return round(float(np.std(logits[m])), 4) if m.sum() >= 2 else 0.0
+
+
 # ---------------------------------------------------------------------------- fine-tuning
 REPLAY_FILES = 400  # original training files decoded for replay (a sample: decoding all costs minutes)
 ORIGINAL_VAL_FILES = 200  # original validation files re-scored before/after
+FORGET_TOLERANCE = 0.02  # EER the original validation data may lose while fine-tuning picks its epoch
 
 
 @dataclass
@@ -515,8 +529,9 @@ def finetune(
 
     The new items are split by speaker/source into train and validation parts. Each batch mixes new
     clips with replayed original training clips (when available) and the loss pulls the weights towards
-    the starting ones (L2-SP). Early stopping and the re-fitted calibration use the new validation part
-    together with the original validation data. EERs before and after are reported on both.
+    the starting ones (L2-SP). The epoch kept (and early stopping) follows the new validation part's EER, as
+    long as the original validation data loses at most ``FORGET_TOLERANCE``; the calibration is re-fitted on
+    both parts together. EERs before and after are reported on both.
     """
     t0 = time.time()
     config = config or TrainConfig(epochs=8, steps_per_epoch=40, lr=1e-3, patience=3, l2sp=1e-3,
@@ -543,17 +558,27 @@ def finetune(
 
     combined = ValSet.join(new_val_set, orig_val_set)
     cfg = config if replay_bank is not None else replace(config, replay_fraction=0.0)
-    result = train(new_bank, combined, config=cfg, base=base, init_model=model, replay_bank=replay_bank,
-                   progress=progress)
-
-    # before/after per part, from the logits train() already computed on the joined validation set
     n_new = len(new_val_set.items)
 
     def per_part(logits: np.ndarray) -> dict:
+        """Before/after per part, from the logits train() computes on the joined validation set."""
         parts = {"new": val_metrics(logits[:n_new], new_val_set), "original": {}}
         if orig_val_set is not None:
             parts["original"] = val_metrics(logits[n_new:], orig_val_set)
         return parts
+
+    def select(logits: np.ndarray, initial: np.ndarray | None) -> float:
+        # the epoch kept is the one best on the new data, as long as the original validation data loses at
+        # most FORGET_TOLERANCE EER; beyond that every point lost costs five points on the new data
+        parts = per_part(logits)
+        key = parts["new"].get("eer_all", 1.0)
+        if initial is not None and "eer_all" in parts["original"]:
+            start = per_part(initial)["original"].get("eer_all", 1.0)
+            key += 5.0 * max(0.0, parts["original"]["eer_all"] - start - FORGET_TOLERANCE)
+        return key
+
+    result = train(new_bank, combined, config=cfg, base=base, init_model=model, replay_bank=replay_bank,
+                   progress=progress, select=select)
 
     before, after = per_part(result.initial_logits), per_part(result.val_logits)
     log_fn(f"before: new data {before['new']}; original validation {before['original']}")

@@ -52,9 +52,25 @@ class AggregationConfig:
     """
 
     context: int = 3  # windows averaged before taking the maximum
+    # The maximum over many runs grows with their number even on real speech: a long call gets more chances
+    # for one unlucky run. Beyond ``reference_runs`` runs, every run mean is lowered by
+    # ``length_penalty * (sqrt(2 ln n) - sqrt(2 ln reference_runs))`` for n runs (the growth of the
+    # expected maximum of n Gaussian scores of spread ``length_penalty``), so a 10-minute call is held to the
+    # same false-alarm rate as the short clips the threshold was fitted on.
+    length_penalty: float = 0.0  # logits; the spread of call logits on real validation speech
+    reference_runs: int = 3  # runs in the clips the threshold was fitted on (20 s at 4 s windows)
 
     def to_dict(self) -> dict:
-        return {"context": self.context}
+        return {"context": self.context, "length_penalty": self.length_penalty,
+                "reference_runs": self.reference_runs}
+
+
+def length_offset(n_runs: int, config: AggregationConfig = AggregationConfig()) -> float:
+    """What is subtracted from every run mean of a call with ``n_runs`` runs (0 up to ``reference_runs``)."""
+    if config.length_penalty <= 0 or n_runs <= max(1, config.reference_runs):
+        return 0.0
+    ref = max(1, config.reference_runs)
+    return float(config.length_penalty * (np.sqrt(2 * np.log(n_runs)) - np.sqrt(2 * np.log(ref))))
 
 
 def call_logit(window_logits: np.ndarray, config: AggregationConfig = AggregationConfig()) -> float:
@@ -67,9 +83,10 @@ def call_logit(window_logits: np.ndarray, config: AggregationConfig = Aggregatio
     Returns
     -------
     float
-        max over i of mean(window_logits[i : i + context]).
+        max over i of mean(window_logits[i : i + context]), minus :func:`length_offset` for long calls.
     """
-    return float(context_means(window_logits, config)[0].max())
+    means = context_means(window_logits, config)[0]
+    return float(means.max()) - length_offset(len(means), config)
 
 
 def context_means(window_logits: np.ndarray, config: AggregationConfig = AggregationConfig()
