@@ -65,7 +65,13 @@ def main(argv=None) -> int:
         f"windows with under {cfg.window.min_speech_fraction:.0%} speech (WebRTC VAD mode "
         f"{cfg.vad.aggressiveness} + {cfg.vad.energy_floor_db:g} dBFS energy floor) are not scored.",
         f"- Call score: max over the means of {cfg.aggregation.context} consecutive window logits, then Platt "
-        f"calibration (scale {cfg.calibration.scale:.3f}, bias {cfg.calibration.bias:.3f}).",
+        f"calibration (scale {cfg.calibration.scale:.3f}, bias {cfg.calibration.bias:.3f})."
+        + (f" Calls with more than {cfg.aggregation.reference_runs} such runs (longer than the validation clips) "
+           f"have every run mean lowered by {cfg.aggregation.length_penalty:g} × (√(2 ln n) − √(2 ln "
+           f"{cfg.aggregation.reference_runs})) for n runs — the growth of the maximum of n scores whose spread is "
+           "that of real validation clips' call logits — so long real calls are held to the short clips' "
+           "false-alarm rate (fitted by `scripts/fit_length_penalty.py`; new trainings fit it themselves)."
+           if cfg.aggregation.length_penalty else ""),
         f"- Threshold: **{cfg.threshold:.3f}** — {cfg.threshold_rule}.",
         f"- Under {cfg.min_speech_seconds:g} s of speech: verdict `inconclusive`.",
         "",
