@@ -29,6 +29,14 @@ def corpus_table(corpus_readme: Path) -> str:
     return m.group(1) if m else "(table not found)"
 
 
+def front_end(f) -> str:
+    """One phrase for a FeatureConfig."""
+    scale = "mel" if f.kind == "logmel" else "linear"
+    what = (f"LFCC — {f.n_coeffs} cepstral coefficients from {f.n_filters} linear filters" if f.kind == "lfcc"
+            else f"log {scale} filterbank — {f.n_filters} triangular {scale}-spaced filters")
+    return f"{what} {f.f_min:.0f}–{f.f_max:.0f} Hz" + (", + Δ + ΔΔ" if f.deltas else "")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / "voiceguard"))
@@ -53,9 +61,8 @@ def main(argv=None) -> int:
         "a verdict. **Evidence for triage, not proof.**",
         "",
         "## Architecture",
-        f"- Front-end: {cfg.features.kind.upper()} — {cfg.features.n_coeffs} coefficients from "
-        f"{cfg.features.n_filters} linear filters 0–{cfg.features.f_max:.0f} Hz, + Δ + ΔΔ "
-        f"({cfg.features.n_features} rows), {cfg.features.win_length / cfg.sample_rate * 1000:.0f} ms frames every "
+        f"- Front-end: {front_end(cfg.features)} ({cfg.features.n_features} rows), "
+        f"{cfg.features.win_length / cfg.sample_rate * 1000:.0f} ms frames every "
         f"{cfg.features.hop_length / cfg.sample_rate * 1000:.0f} ms, floored {cfg.features.top_db:.0f} dB below "
         "each window's peak, mean removed per window.",
         f"- Model: light CNN with max-feature-map activations (channels {list(cfg.model.channels)}, time stride "
