@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-minutes", type=float, default=90.0, help="stop training after this much time")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--features", choices=("lfcc", "lfb", "logmel"), default="lfcc", help="front-end kind")
+    ap.add_argument("--features", choices=("lfcc", "lfb", "logmel"), default="lfb", help="front-end kind")
     ap.add_argument("--channels", type=int, nargs="+", default=[16, 24, 32, 32], help="LCNN channels per stage")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--head", choices=("linear", "ocsoftmax"), default="linear", help="loss / output head")
