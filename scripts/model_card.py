@@ -77,7 +77,8 @@ def main(argv=None) -> int:
            f"have every run mean lowered by {cfg.aggregation.length_penalty:g} × (√(2 ln n) − √(2 ln "
            f"{cfg.aggregation.reference_runs})) for n runs — the growth of the maximum of n scores whose spread is "
            "that of real validation clips' call logits — so long real calls are held to the short clips' "
-           "false-alarm rate (fitted by `scripts/fit_length_penalty.py`; new trainings fit it themselves)."
+           "false-alarm rate (fitted on the validation set at the end of training; `scripts/fit_length_penalty.py` "
+           "re-fits it for a checkpoint trained before this existed)."
            if cfg.aggregation.length_penalty else ""),
         f"- Threshold: **{cfg.threshold:.3f}** — {cfg.threshold_rule}.",
         f"- Under {cfg.min_speech_seconds:g} s of speech: verdict `inconclusive`.",
