@@ -19,12 +19,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.train_default import is_held_out  # noqa: E402
+from scripts.train_default import heldout_valset  # noqa: E402
 from voiceguard.checkpoint import load  # noqa: E402
-from voiceguard.data import read_manifest  # noqa: E402
 from voiceguard.detector import Detector  # noqa: E402
 from voiceguard.metrics import eer  # noqa: E402
-from voiceguard.train import ClipBank, ValSet, score_valset, val_metrics  # noqa: E402
+from voiceguard.train import score_valset, val_metrics  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -35,14 +34,8 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(2)
     _, last = load(args.checkpoints[-1])
-    rec = last.training
-    held = tuple(rec["data"]["held_out_sources"])
-    items = []
-    for m in rec["replay"]["manifests"]:
-        path = ROOT / m
-        if path.exists():
-            items += read_manifest(path)
-    val = ValSet.build(ClipBank([it for it in items if is_held_out(it, held)], max_seconds=20.0))
+    held = last.training["data"]["held_out_sources"]
+    val = heldout_valset(last.training)
     y, cond = val.labels, np.array(val.condition)
 
     def group(it) -> str:

@@ -16,11 +16,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.train_default import is_held_out  # noqa: E402
+from scripts.train_default import heldout_valset  # noqa: E402
 from voiceguard import checkpoint  # noqa: E402
-from voiceguard.data import read_manifest  # noqa: E402
 from voiceguard.detector import Detector  # noqa: E402
-from voiceguard.train import ClipBank, ValSet, fit_length_penalty, score_valset  # noqa: E402
+from voiceguard.train import fit_length_penalty, score_valset  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -28,13 +27,7 @@ def main(argv=None) -> int:
     ap.add_argument("checkpoint")
     args = ap.parse_args(argv)
     model, cfg = checkpoint.load(args.checkpoint)
-    rec = cfg.training
-    items = []
-    for m in rec["replay"]["manifests"]:
-        if (ROOT / m).exists():
-            items += read_manifest(ROOT / m)
-    val = ValSet.build(ClipBank([it for it in items if is_held_out(it, tuple(rec["data"]["held_out_sources"]))],
-                                max_seconds=20.0))
+    val = heldout_valset(cfg.training)
     penalty = fit_length_penalty(score_valset(Detector(model, cfg), val), val)
     cfg = cfg.replace(aggregation=replace(cfg.aggregation, length_penalty=penalty))
     path = checkpoint.save(args.checkpoint, model, cfg)

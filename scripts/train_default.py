@@ -53,6 +53,17 @@ def is_held_out(item, sources=HELD_OUT_SOURCES) -> bool:
             or any(item.generator.startswith(g) for g in HELD_OUT_GENERATORS))
 
 
+def heldout_valset(record: dict) -> ValSet:
+    """The validation set a checkpoint trained by this script was validated on, rebuilt from its training
+    record (manifests and held-out sources): clean and telephone copies, as during training."""
+    items = []
+    for m in record["replay"]["manifests"]:
+        if (ROOT / m).exists():
+            items += read_manifest(ROOT / m)
+    held = tuple(record["data"]["held_out_sources"])
+    return ValSet.build(ClipBank([it for it in items if is_held_out(it, held)], max_seconds=20.0))
+
+
 def _rel(path: str) -> str:
     """A path relative to the repository root when it can be (so the record works on other clones)."""
     import os
@@ -119,7 +130,8 @@ def main(argv=None) -> int:
     train_bank = ClipBank(train_items)
     val_bank = ClipBank(val_items, max_seconds=20.0)
     val = ValSet.build(val_bank)
-    log.info("matched copy-synthesis pairs in training: %d", len(train_bank.pairs()))
+    n_pairs = len(train_bank.pairs())
+    log.info("matched copy-synthesis pairs in training: %d", n_pairs)
     log.info("decoded: train %.1f min (skipped %s), validation %.1f min, in %.0f s", train_bank.seconds() / 60,
              dict(train_bank.skipped), val_bank.seconds() / 60, time.time() - t0)
 
@@ -187,7 +199,7 @@ def main(argv=None) -> int:
         },
         "train_config": {k: v for k, v in vars(cfg).items() if k not in ("augment", "device")},
         "augment": asdict(cfg.augment),
-        "pairs": len(train_bank.pairs()),
+        "pairs": n_pairs,
         "best_epoch": best["epoch"],
         "validation": {k: v for k, v in best.items() if k.startswith("eer")},
         "validation_per_source": per_source,

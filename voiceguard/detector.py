@@ -2,7 +2,7 @@
 
 audio blocks (``audio.iter_blocks``) -> speech frames (``vad``) -> sliding windows (``windows``)
 -> batched front-end + model under ``torch.inference_mode`` -> window logits
--> call logit (highest mean of `context` consecutive window logits, ``windows.context_means``)
+-> call logit (highest mean of `context` consecutive window logits, lowered for long calls: ``windows.run_scores``)
 -> calibrated probability, verdict, and flagged regions (the runs at or above the threshold).
 
 Audio is consumed block by block and windows are scored as soon as a batch is full, so memory does not grow
@@ -23,7 +23,7 @@ from . import audio as audio_io
 from .checkpoint import CheckpointConfig
 from .errors import AudioLoadError, VoiceGuardError
 from .vad import FRAME_SECONDS, SpeechDetector
-from .windows import length_offset, context_means, flag_regions
+from .windows import flag_regions, run_scores
 
 log = logging.getLogger(__name__)
 
@@ -393,8 +393,7 @@ class Detector:
         # runs of `context` consecutive windows: the call score is the highest run mean, and the flagged
         # regions are the runs at or above the threshold, so a region exists exactly when the verdict is
         # "synthetic" (hysteresis only lets a region extend over neighbouring runs a little below it)
-        means, c = context_means(np.array([z for _, _, z in scored]), cfg.aggregation)
-        means = means - length_offset(len(means), cfg.aggregation)  # long calls: see AggregationConfig
+        means, c = run_scores(np.array([z for _, _, z in scored]), cfg.aggregation)  # long calls lowered
         logit = float(means.max())
         prob = float(cal.probability(logit))
         run_starts = np.array([s.start for s in segments[: len(means)]])

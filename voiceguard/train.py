@@ -226,7 +226,6 @@ class CropStream:
             i = int(rng.choice(idx, p=p))
             yield aug(crop(bank.signal(i), self.n, rng)), label
 
-
     def _pair(self, f: int, r: int, aug: Augmenter, rng: np.random.Generator):
         bank, n = self.bank, self.n
         xf, xr = bank.signal(f), bank.signal(r)

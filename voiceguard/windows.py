@@ -85,8 +85,15 @@ def call_logit(window_logits: np.ndarray, config: AggregationConfig = Aggregatio
     float
         max over i of mean(window_logits[i : i + context]), minus :func:`length_offset` for long calls.
     """
-    means = context_means(window_logits, config)[0]
-    return float(means.max()) - length_offset(len(means), config)
+    return float(run_scores(window_logits, config)[0].max())
+
+
+def run_scores(window_logits: np.ndarray, config: AggregationConfig = AggregationConfig()
+               ) -> tuple[np.ndarray, int]:
+    """The scores of the runs the call score is the maximum of: :func:`context_means` minus
+    :func:`length_offset` (same shapes and run length as :func:`context_means`)."""
+    means, c = context_means(window_logits, config)
+    return means - length_offset(len(means), config), c
 
 
 def context_means(window_logits: np.ndarray, config: AggregationConfig = AggregationConfig()
