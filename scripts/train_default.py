@@ -3,7 +3,7 @@
 
     .venv/bin/python scripts/make_spoofs.py --out data/gen --corpus ../shared/corpus   # ~10 min
     .venv/bin/python scripts/make_more_vocoded.py --n 600                              # ~15 min
-    .venv/bin/python scripts/train_default.py                      # corpus + data/gen + data/gen2, ~40 min on 2 cores
+    .venv/bin/python scripts/train_default.py                      # corpus + data/gen + data/gen2, ~35-45 min on 2 cores
     .venv/bin/python scripts/train_default.py --quick              # a few minutes, for a smoke run
 
 Data: ../shared/corpus/manifest.csv (real and synthetic speech of many public sources) plus the locally
