@@ -85,6 +85,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--features", choices=("lfcc", "lfb", "logmel"), default="lfb", help="front-end kind")
+    ap.add_argument("--bands", type=int, default=None,
+                    help="filters of the front-end (default: 70 for lfcc, 60 for lfb / logmel)")
     ap.add_argument("--channels", type=int, nargs="+", default=[16, 24, 32, 32], help="LCNN channels per stage")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--head", choices=("linear", "ocsoftmax"), default="linear", help="loss / output head")
@@ -92,6 +94,8 @@ def main(argv=None) -> int:
     ap.add_argument("--pair-fraction", type=float, default=0.0,
                     help="share of training examples drawn as matched (copy-synthesis, its real original) pairs")
     ap.add_argument("--rawboost", type=float, default=0.0, help="probability of a RawBoost distortion per example")
+    ap.add_argument("--freq-mask", type=float, default=0.0,
+                    help="training only: blank a random band of up to this share of the feature rows per example")
     ap.add_argument("--ema", type=float, default=0.995,
                     help="validate and ship an exponential moving average of the weights (decay per step; 0: off)")
     ap.add_argument("--patience", type=int, default=100,
@@ -137,12 +141,12 @@ def main(argv=None) -> int:
 
     cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
                       max_seconds=args.max_minutes * 60, workers=args.workers, seed=args.seed, patience=args.patience,
-                      lr=args.lr, pair_fraction=args.pair_fraction, ema=args.ema,
+                      lr=args.lr, pair_fraction=args.pair_fraction, ema=args.ema, freq_mask=args.freq_mask,
                       augment=AugmentConfig(p_rawboost=args.rawboost))
     from voiceguard.features import FeatureConfig
     from voiceguard.model import ModelConfig
 
-    feats = FeatureConfig(kind=args.features, n_filters=70 if args.features == "lfcc" else 60,
+    feats = FeatureConfig(kind=args.features, n_filters=args.bands or (70 if args.features == "lfcc" else 60),
                           deltas=args.features == "lfcc")
     from voiceguard.checkpoint import WindowConfig
 

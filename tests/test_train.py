@@ -82,9 +82,27 @@ def test_weight_averaging_returns_the_validated_weights(dataset):
     tr, va = split_by_group(items, 0.3, seed=0)
     val = ValSet.build(ClipBank(va), telephone=False)
     res = train(ClipBank(tr), val, config=TrainConfig(epochs=2, steps_per_epoch=4, batch_size=8, workers=0,
-                                                        lr=3e-3, ema=0.9))
+                                                        lr=3e-3, ema=0.9, freq_mask=0.2))
     again = score_valset(Detector(res.model, res.config.replace(calibration=type(res.config.calibration)())), val)
     np.testing.assert_allclose(again, res.val_logits, rtol=1e-4, atol=1e-4)
+
+
+def test_frequency_masking_blanks_one_band_per_example():
+    from voiceguard.train import mask_bands
+
+    feats = torch.randn(64, 60, 100) + 5.0  # no row is zero by chance
+    before = feats.clone()
+    out = mask_bands(feats, 0.2, torch.Generator().manual_seed(0))
+    assert out.shape == feats.shape and torch.equal(feats, before)  # input untouched
+    widths = []
+    for ex_in, ex_out in zip(feats, out):
+        blank = (ex_out == 0).all(dim=1)
+        rows = torch.nonzero(blank).flatten()
+        widths.append(len(rows))
+        if len(rows):
+            assert rows.max() - rows.min() + 1 == len(rows)  # one contiguous band
+        torch.testing.assert_close(ex_out[~blank], ex_in[~blank])  # the rest unchanged
+    assert max(widths) <= 12 and len(set(widths)) > 3  # up to 20 % of 60 rows, widths vary
 
 
 def test_finetune_then_evaluate_through_the_cli(dataset, untrained_checkpoint, tmp_path):

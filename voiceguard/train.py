@@ -48,6 +48,7 @@ class TrainConfig:
     replay_fraction: float = 0.0  # share of each batch drawn from the replay bank (fine-tuning)
     ema: float = 0.0  # > 0: validate and keep an exponential moving average of the weights (this decay per step)
     pair_fraction: float = 0.0  # share of draws that take a copy-synthesis with its real original (see CropStream)
+    freq_mask: float = 0.0  # > 0: per example, blank one random band of up to this share of the feature rows
     false_alarm_target: float = 0.02  # threshold: at most this share of held-out real clips flagged
     max_seconds: float | None = None  # stop after this much wall time
     device: str | None = None
@@ -323,6 +324,21 @@ def val_metrics(logits: np.ndarray, val: ValSet) -> dict:
 
 
 # ---------------------------------------------------------------------------- the loop
+def mask_bands(feats, max_fraction: float, generator):
+    """SpecAugment-style frequency masking: per example, one random band of 0..``max_fraction`` of the rows
+    is set to zero, the per-row mean after normalisation. A model that
+    cannot rely on one band for its decision has to use cues spread over the spectrum, which carry better to
+    generators whose artefacts sit elsewhere. feats [shape=(B, F, T)]; returns a new tensor."""
+    import torch
+
+    b, f, _ = feats.shape
+    width = torch.randint(0, max(1, int(max_fraction * f)) + 1, (b,), generator=generator)
+    start = (torch.rand(b, generator=generator) * (f - width + 1)).long()
+    rows = torch.arange(f)
+    keep = ~((rows[None, :] >= start[:, None]) & (rows[None, :] < (start + width)[:, None]))
+    return feats * keep[:, :, None].to(feats.device, feats.dtype)
+
+
 @dataclass
 class TrainResult:
     model: object
@@ -396,6 +412,7 @@ def train(
         logits = score_valset(det, val)
         return val_metrics(logits, val), logits
 
+    gen = torch.Generator(device="cpu").manual_seed(config.seed)
     initial_logits = None
     if init_model is not None:
         m0, initial_logits = evaluate_now()
@@ -408,7 +425,10 @@ def train(
         for _ in range(config.steps_per_epoch):
             x, y = next(batches)
             x, y = x.to(device), y.to(device)
-            logits = model(frontend(x))
+            feats = frontend(x)
+            if config.freq_mask > 0:
+                feats = mask_bands(feats, config.freq_mask, gen)
+            logits = model(feats)
             loss = model.loss(logits, y)
             if start_params is not None:
                 loss = loss + config.l2sp * sum(((p - p0) ** 2).sum() for p, p0 in zip(model.parameters(), start_params))
