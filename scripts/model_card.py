@@ -37,6 +37,23 @@ def front_end(f) -> str:
     return f"{what} {f.f_min:.0f}–{f.f_max:.0f} Hz" + (", + Δ + ΔΔ" if f.deltas else "")
 
 
+def training_commands(t: dict) -> list[str]:
+    """Card lines for how the weights were made: one command, or each member's and the combining one."""
+    if not t.get("members"):
+        return [f"- Command: `{t.get('command', '?')}` ({t.get('minutes', '?')} min on the machine that trained "
+                f"it, best epoch {t.get('best_epoch', '?')} of {len(t.get('history', []))} run)."]
+    lines = [f"- {len(t['members'])} networks, trained one after the other ({t.get('minutes', '?')} min in all on "
+             "the machine that trained them), then combined:"]
+    for m in t["members"]:
+        v = m.get("rescored") or m.get("validation") or {}
+        lines.append(f"  - `{m.get('command', '?')}`: best epoch {m.get('best_epoch', '?')}, {m.get('minutes', '?')} "
+                     f"min; held-out validation EER {pct(v.get('eer_all'))} (clean {pct(v.get('eer_clean'))}, "
+                     f"telephone {pct(v.get('eer_telephone'))})")
+    lines.append(f"  - `{t.get('command', '?')}`: the combination's calibration, threshold and length penalty are "
+                 "fitted on the same held-out validation set.")
+    return lines
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / "voiceguard"))
@@ -66,8 +83,10 @@ def main(argv=None) -> int:
         f"{cfg.features.hop_length / cfg.sample_rate * 1000:.0f} ms, floored {cfg.features.top_db:.0f} dB below "
         "each window's peak, mean removed per window.",
         f"- Model: light CNN with max-feature-map activations (channels {list(cfg.model.channels)}, time stride "
-        f"{cfg.model.time_stride}), mean+std pooling over time, {cfg.model.embedding}-d embedding, one logit; "
-        f"**{n_params:,} parameters**, {weights.stat().st_size / 1024:.0f} KiB of weights (safetensors).",
+        f"{cfg.model.time_stride}), mean+std pooling over time, {cfg.model.embedding}-d embedding, one logit"
+        + (f"; **{cfg.model.members} such networks, trained separately** (see Training), each window's logit is "
+           "the mean of theirs" if cfg.model.members > 1 else "")
+        + f"; **{n_params:,} parameters**, {weights.stat().st_size / 1024:.0f} KiB of weights (safetensors).",
         f"- Windows: {cfg.window.seconds:g} s every {cfg.window.hop_seconds:g} s over {cfg.sample_rate} Hz audio; "
         f"windows with under {cfg.window.min_speech_fraction:.0%} speech (WebRTC VAD mode "
         f"{cfg.vad.aggressiveness} + {cfg.vad.energy_floor_db:g} dBFS energy floor) are not scored.",
@@ -84,8 +103,7 @@ def main(argv=None) -> int:
         f"- Under {cfg.min_speech_seconds:g} s of speech: verdict `inconclusive`.",
         "",
         "## Training",
-        f"- Command: `{t.get('command', '?')}` ({t.get('minutes', '?')} min on the machine that trained it, "
-        f"best epoch {t.get('best_epoch', '?')} of {len(t.get('history', [])) } run).",
+        *training_commands(t),
         f"- Data: {d.get('train_files', '?')} training files ({d.get('train_minutes', '?')} min, "
         f"{d.get('train_synthetic_files', '?')} synthetic) from `../shared/corpus` and locally generated spoofs "
         "(`scripts/make_spoofs.py`: espeak-ng, festival, flite, piper in English and Italian; WORLD, Griffin-Lim "

@@ -64,6 +64,37 @@ def heldout_valset(record: dict) -> ValSet:
     return ValSet.build(ClipBank([it for it in items if is_held_out(it, held)], max_seconds=20.0))
 
 
+def per_source_report(logits: np.ndarray, val: ValSet, config: CheckpointConfig) -> dict:
+    """Per held-out source (local spoofs: per generator): its synthetic clips against all held-out real clips,
+    EER clean and telephone, and false alarms / misses at the config's threshold."""
+    from voiceguard.metrics import eer
+
+    y, cond = val.labels, np.array(val.condition)
+    p_all = config.calibration.probability(np.nan_to_num(logits, nan=-50))
+
+    def group(it) -> str:  # local spoofs are named by generator (flite, lpc), corpus clips by source
+        return it.generator.split("/")[0] if it.source.startswith("local-") else it.source
+
+    per_source = {}
+    for src in sorted({group(it) for it in val.items}):
+        in_src = np.array([group(it) == src for it in val.items])
+        row = {}
+        for c in ("clean", "telephone"):
+            ok = np.isfinite(logits) & (cond == c)
+            fake = ok & in_src & (y == 1)
+            real = ok & (y == 0)
+            if fake.any():
+                row[f"eer_{c}"] = round(float(eer(np.r_[logits[fake], logits[real]],
+                                                     np.r_[np.ones(fake.sum()), np.zeros(real.sum())])[0]), 4)
+            if (ok & in_src & (y == 0)).any():
+                row[f"false_alarm_{c}"] = round(float((p_all[ok & in_src & (y == 0)] >= config.threshold).mean()), 4)
+            if (ok & in_src & (y == 1)).any():
+                row[f"miss_{c}"] = round(float((p_all[ok & in_src & (y == 1)] < config.threshold).mean()), 4)
+        row["files"] = int((in_src & (cond == "clean")).sum())
+        per_source[src] = row
+    return per_source
+
+
 def _rel(path: str) -> str:
     """A path relative to the repository root when it can be (so the record works on other clones)."""
     import os
@@ -161,32 +192,7 @@ def main(argv=None) -> int:
 
     result = train(train_bank, val, config=cfg, base=base, progress=show)
 
-    # per held-out source: its synthetic clips against all held-out real clips, clean and telephone
-    from voiceguard.metrics import eer
-
-    logits, y = result.val_logits, val.labels
-    cond = np.array(val.condition)
-    per_source = {}
-    p_all = result.config.calibration.probability(np.nan_to_num(logits, nan=-50))
-    def group(it) -> str:  # local spoofs are named by generator (flite, lpc), corpus clips by source
-        return it.generator.split("/")[0] if it.source.startswith("local-") else it.source
-
-    for src in sorted({group(it) for it in val.items}):
-        in_src = np.array([group(it) == src for it in val.items])
-        row = {}
-        for c in ("clean", "telephone"):
-            ok = np.isfinite(logits) & (cond == c)
-            fake = ok & in_src & (y == 1)
-            real = ok & (y == 0)
-            if fake.any():
-                row[f"eer_{c}"] = round(float(eer(np.r_[logits[fake], logits[real]],
-                                                     np.r_[np.ones(fake.sum()), np.zeros(real.sum())])[0]), 4)
-            if (ok & in_src & (y == 0)).any():
-                row[f"false_alarm_{c}"] = round(float((p_all[ok & in_src & (y == 0)] >= result.config.threshold).mean()), 4)
-            if (ok & in_src & (y == 1)).any():
-                row[f"miss_{c}"] = round(float((p_all[ok & in_src & (y == 1)] < result.config.threshold).mean()), 4)
-        row["files"] = int((in_src & (cond == "clean")).sum())
-        per_source[src] = row
+    per_source = per_source_report(result.val_logits, val, result.config)
     best = min((h for h in result.history if "eer_all" in h), key=lambda h: h["eer_all"])
     summary = {
         "command": "python scripts/train_default.py " + " ".join(argv or sys.argv[1:]),

@@ -25,6 +25,32 @@ def test_round_trip_gives_identical_scores(tmp_path):
         assert key in cfg
 
 
+def test_combined_networks_score_the_mean_of_their_window_logits(tmp_path):
+    """An ensemble checkpoint (scripts/combine_checkpoints.py) round-trips and scores each window with the
+    mean of its members' logits; an old single-network JSON (no `members`) still loads as one network."""
+    import numpy as np
+
+    from voiceguard.model import MeanEnsemble, combine
+
+    a, b = Detector.untrained(seed=1), Detector.untrained(seed=2)
+    ens = combine([a.model, b.model])
+    checkpoint.save(tmp_path / "ens", ens, a.config.replace(model=ens.config, name="ens"))
+    loaded = Detector.load(tmp_path / "ens")
+    assert isinstance(loaded.model, MeanEnsemble) and loaded.config.model.members == 2
+    x = speech_like(9.0, pauses=False)
+    seg = [np.array([s.probability for s in d.score_array(x, 16000).segments]) for d in (a, b, loaded)]
+    logit = [np.log(p / (1 - p)) for p in seg]  # identity calibration on untrained configs
+    np.testing.assert_allclose(logit[2], (logit[0] + logit[1]) / 2, atol=1e-4)
+    with pytest.raises(ValueError, match="same architecture"):
+        combine([a.model])
+
+    checkpoint.save(tmp_path / "one", a.model, a.config)
+    cfg = json.loads((tmp_path / "one.json").read_text())
+    del cfg["model"]["members"]
+    (tmp_path / "one.json").write_text(json.dumps(cfg))
+    assert checkpoint.load(tmp_path / "one")[1].model.members == 1
+
+
 def test_newer_format_refused_naming_both_versions(tmp_path):
     d = Detector.untrained()
     checkpoint.save(tmp_path / "m", d.model, d.config)

@@ -6,7 +6,7 @@ Any T >= 16 works (statistics pooling over time), so short calls need no padding
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -21,12 +21,15 @@ class ModelConfig:
     embedding: int = 64
     dropout: float = 0.3
     head: str = "linear"  # "linear" (BCE) or "ocsoftmax" (one-class softmax, Zhang et al. 2021)
+    members: int = 1  # > 1: that many networks of this config (trained apart), their logits averaged
 
     def __post_init__(self) -> None:
         if self.arch != "lcnn":
             raise ValueError(f"unknown architecture {self.arch!r} (this version knows 'lcnn')")
         if self.head not in ("linear", "ocsoftmax"):
             raise ValueError(f"unknown head {self.head!r} (linear or ocsoftmax)")
+        if int(self.members) < 1:
+            raise ValueError(f"members must be >= 1, got {self.members}")
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
 
     def to_dict(self) -> dict:
@@ -97,6 +100,35 @@ class LCNN(nn.Module):
         return torch.nn.functional.softplus(OC_ALPHA * margin).mean()
 
 
+class MeanEnsemble(nn.Module):
+    """``config.members`` networks of one config, each trained on its own (another seed, other augmentation),
+    scored on the same features; the window logit is the mean of theirs. Averaging cuts the part of each
+    network's errors that comes from its particular run, which is what varies most on unseen generators."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        single = replace(config, members=1)
+        self.members = nn.ModuleList(LCNN(single) for _ in range(config.members))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(feats) for m in self.members]).mean(dim=0)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.members[0].loss(logits, labels)  # same head for all; used when fine-tuning the whole
+
+
 def build_model(config: ModelConfig) -> nn.Module:
-    """Model for a config (one architecture today; the config names it so others can follow)."""
-    return LCNN(config)
+    """Model for a config: one LCNN, or a mean of ``config.members`` of them."""
+    return LCNN(config) if config.members == 1 else MeanEnsemble(config)
+
+
+def combine(models: list[nn.Module]) -> nn.Module:
+    """One :class:`MeanEnsemble` from trained single networks of the same config (their weights copied)."""
+    configs = {m.config for m in models}
+    if len(models) < 2 or len(configs) != 1 or any(m.config.members != 1 for m in models):
+        raise ValueError("combine needs two or more single networks of the same architecture")
+    ens = MeanEnsemble(replace(models[0].config, members=len(models)))
+    for dst, src in zip(ens.members, models):
+        dst.load_state_dict(src.state_dict())
+    return ens.eval()

@@ -460,11 +460,17 @@ def train(
     assert best is not None
     model.load_state_dict(best[1])
     model.eval()
-    cal, thr, rule = fit_calibration(best_logits, val, config.false_alarm_target)
-    aggregation = replace(base.aggregation, length_penalty=fit_length_penalty(best_logits, val))
-    out_cfg = base.replace(calibration=cal, threshold=thr, threshold_rule=rule, trained=True,
-                           aggregation=aggregation)
+    out_cfg = fitted_config(base, best_logits, val, config.false_alarm_target)
     return TrainResult(model.cpu(), out_cfg, history, best_logits, initial_logits)
+
+
+def fitted_config(base: CheckpointConfig, logits: np.ndarray, val: ValSet,
+                  false_alarm: float = TrainConfig.false_alarm_target) -> CheckpointConfig:
+    """``base`` with the calibration, threshold and length penalty fitted on validation call logits
+    (computed without calibration and without length penalty)."""
+    cal, thr, rule = fit_calibration(logits, val, false_alarm)
+    aggregation = replace(base.aggregation, length_penalty=fit_length_penalty(logits, val))
+    return base.replace(calibration=cal, threshold=thr, threshold_rule=rule, trained=True, aggregation=aggregation)
 
 
 def fit_calibration(logits: np.ndarray, val: ValSet, false_alarm: float) -> tuple[Calibration, float, str]:

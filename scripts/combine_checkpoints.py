@@ -1,0 +1,86 @@
+#!/usr/bin/env python
+"""Combine checkpoints trained apart (other seeds, other augmentation) into one that averages their logits.
+
+    .venv/bin/python scripts/combine_checkpoints.py runs/H/voiceguard runs/K/voiceguard --out runs/HK/voiceguard
+
+The members must share the front-end, network shape and windows, and have been validated on the same held-out
+sources (all trained by scripts/train_default.py). The combined model is scored on that held-out validation
+set through the inference path; its calibration, threshold and length penalty are fitted there, as at the end
+of training, and its training record lists each member's. Prints the validation EERs of each member and of the
+combination.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from scripts.train_default import heldout_valset, per_source_report  # noqa: E402
+from voiceguard import checkpoint  # noqa: E402
+from voiceguard.calibration import Calibration  # noqa: E402
+from voiceguard.detector import Detector  # noqa: E402
+from voiceguard.model import combine  # noqa: E402
+from voiceguard.train import fitted_config, score_valset, val_metrics  # noqa: E402
+
+MEMBER_KEYS = ("command", "best_epoch", "minutes", "validation")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("checkpoints", nargs="+", help="two or more checkpoints (NAME, NAME.json or NAME.safetensors)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--name", help="name stored in the checkpoint (default: the first member's + '-xN')")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+    loaded = [checkpoint.load(p) for p in args.checkpoints]
+    first = loaded[0][1]
+    for path, (_, cfg) in zip(args.checkpoints[1:], loaded[1:]):
+        for what in ("features", "window", "sample_rate"):
+            if getattr(cfg, what) != getattr(first, what):
+                ap.error(f"{path}: its {what} differ from {args.checkpoints[0]}'s; members must share them")
+        if cfg.training.get("data", {}).get("held_out_sources") != first.training.get("data", {}).get(
+                "held_out_sources"):
+            ap.error(f"{path}: validated on other held-out sources than {args.checkpoints[0]}")
+    try:
+        model = combine([m for m, _ in loaded])
+    except ValueError as err:
+        ap.error(str(err))
+    base = first.replace(name=args.name or f"{first.name}-x{len(loaded)}", model=model.config,
+                         calibration=Calibration(), aggregation=replace(first.aggregation, length_penalty=0.0))
+    val = heldout_valset(first.training)
+    members = []
+    for path, (m, cfg) in zip(args.checkpoints, loaded):
+        logits = score_valset(Detector(m, cfg), val)
+        members.append({"checkpoint": path, **{k: cfg.training.get(k) for k in MEMBER_KEYS},
+                        "rescored": {k: round(v, 4) for k, v in val_metrics(logits, val).items() if k != "n"}})
+        print(path, json.dumps(members[-1]["rescored"]), flush=True)
+    logits = score_valset(Detector(model, base), val)
+    metrics = {k: round(v, 4) for k, v in val_metrics(logits, val).items() if k != "n"}
+    config = fitted_config(base, logits, val)
+    training = {k: v for k, v in first.training.items() if k not in MEMBER_KEYS + ("history",)}
+    training.update({
+        "command": "python scripts/combine_checkpoints.py " + " ".join(argv or sys.argv[1:]),
+        "members": members,
+        "validation": metrics,
+        "validation_per_source": per_source_report(logits, val, config),
+        "minutes": round(sum(m.get("minutes") or 0 for m in members) + (time.time() - t0) / 60, 1),
+    })
+    config = config.replace(training=training)
+    checkpoint.save(args.out, model, config)
+    print("combined", json.dumps(metrics), f"threshold {config.threshold:.3f}", flush=True)
+    print(f"wrote {checkpoint.resolve(args.out)[0]} (+ .json)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
