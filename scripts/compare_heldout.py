@@ -19,10 +19,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.train_default import heldout_valset  # noqa: E402
+from scripts.train_default import heldout_valset, per_source_report  # noqa: E402
 from voiceguard.checkpoint import load  # noqa: E402
 from voiceguard.detector import Detector  # noqa: E402
-from voiceguard.metrics import eer  # noqa: E402
 from voiceguard.train import score_valset, val_metrics  # noqa: E402
 
 
@@ -36,24 +35,14 @@ def main(argv=None) -> int:
     _, last = load(args.checkpoints[-1])
     held = last.training["data"]["held_out_sources"]
     val = heldout_valset(last.training)
-    y, cond = val.labels, np.array(val.condition)
-
-    def group(it) -> str:
-        return it.generator.split("/")[0] if it.source.startswith("local-") else it.source
-
-    groups = np.array([group(it) for it in val.items])
+    cond = np.array(val.condition)
     out = {"held_out_sources": list(held), "files": int((cond == "clean").sum())}
     for ck in args.checkpoints:
         model, cfg = load(ck)
         logits = score_valset(Detector(model, cfg), val)
         row = {k: round(v, 4) if isinstance(v, float) else v for k, v in val_metrics(logits, val).items()}
-        for g in sorted(set(groups[y == 1])):
-            for c in ("clean", "telephone"):
-                ok = np.isfinite(logits) & (cond == c)
-                fake, real = ok & (groups == g) & (y == 1), ok & (y == 0)
-                if fake.any() and real.any():
-                    row[f"{g} {c}"] = round(float(eer(np.r_[logits[fake], logits[real]],
-                                                      np.r_[np.ones(fake.sum()), np.zeros(real.sum())])[0]), 4)
+        for g, r in per_source_report(logits, val, cfg).items():
+            row.update({f"{g} {c}": r[f"eer_{c}"] for c in ("clean", "telephone") if f"eer_{c}" in r})
         out[ck] = row
         print(ck, json.dumps(row), flush=True)
     print(json.dumps(out, indent=1))
