@@ -121,6 +121,24 @@ def test_finetune_then_evaluate_through_the_cli(dataset, untrained_checkpoint, t
     assert len(rows) == 1 + 24 + 24
 
 
+def test_finetuning_an_ensemble_moves_every_member(dataset):
+    """A combined checkpoint (scripts/combine_checkpoints.py) is fine-tuned as a whole."""
+    from voiceguard.detector import Detector
+    from voiceguard.model import MeanEnsemble, combine
+    from voiceguard.train import finetune
+
+    ens = combine([Detector.untrained(seed=1).model, Detector.untrained(seed=2).model])
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in ens.members]
+    base = Detector.untrained().config
+    base = base.replace(model=ens.config)
+    result, report = finetune(read_folders(dataset / "real", dataset / "fake"), ens, base, log_fn=lambda s: None,
+                              config=TrainConfig(epochs=1, steps_per_epoch=3, batch_size=8, workers=0, lr=1e-3))
+    assert isinstance(result.model, MeanEnsemble) and result.config.model.members == 2
+    for m, b in zip(result.model.members, before):
+        assert any(not torch.equal(v, b[k]) for k, v in m.state_dict().items() if v.is_floating_point())
+    assert "eer_all" in report.after["new"]
+
+
 def test_copy_synthesis_pairs_share_crop_and_channel(tmp_path):
     """A synthetic clip naming its real original (orig_path) is drawn with it: same place, same channel."""
     import numpy as np
