@@ -42,7 +42,7 @@ def training_commands(t: dict) -> list[str]:
     if not t.get("members"):
         return [f"- Command: `{t.get('command', '?')}` ({t.get('minutes', '?')} min on the machine that trained "
                 f"it, best epoch {t.get('best_epoch', '?')} of {len(t.get('history', []))} run)."]
-    lines = [f"- {len(t['members'])} networks, trained one after the other ({t.get('minutes', '?')} min in all on "
+    lines = [f"- {len(t['members'])} networks, trained separately ({t.get('minutes', '?')} min of training and combining in all on "
              "the machine that trained them), then combined:"]
     for m in t["members"]:
         v = m.get("rescored") or m.get("validation") or {}
