@@ -121,7 +121,8 @@ def main(argv=None) -> int:
     ap.add_argument("--channels", type=int, nargs="+", default=[16, 24, 32, 32], help="LCNN channels per stage")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--head", choices=("linear", "ocsoftmax"), default="linear", help="loss / output head")
-    ap.add_argument("--hop", type=float, default=4.0, help="seconds between scored windows (window: 4 s)")
+    ap.add_argument("--window", type=float, default=4.0, help="seconds of audio per scored window (training crop)")
+    ap.add_argument("--hop", type=float, default=None, help="seconds between scored windows (default: --window)")
     ap.add_argument("--pair-fraction", type=float, default=0.0,
                     help="share of training examples drawn as matched (copy-synthesis, its real original) pairs")
     ap.add_argument("--rawboost", type=float, default=0.0, help="probability of a RawBoost distortion per example")
@@ -182,7 +183,7 @@ def main(argv=None) -> int:
     from voiceguard.checkpoint import WindowConfig
 
     base = CheckpointConfig(name=f"voiceguard-lcnn-{args.features}", features=feats,
-                            window=WindowConfig(seconds=4.0, hop_seconds=args.hop),
+                            window=WindowConfig(seconds=args.window, hop_seconds=args.hop or args.window),
                             model=ModelConfig(n_features=feats.n_features, channels=tuple(args.channels),
                                               head=args.head))
 
