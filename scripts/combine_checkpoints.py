@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Combine checkpoints trained apart (other seeds, other augmentation) into one that averages their logits.
 
-    .venv/bin/python scripts/combine_checkpoints.py runs/H/voiceguard runs/K/voiceguard --out runs/HK/voiceguard
+    .venv/bin/python scripts/combine_checkpoints.py runs/H/voiceguard runs/L/voiceguard --out runs/HL/voiceguard
 
 The members must share the front-end, network shape and windows, and have been validated on the same held-out
 sources (all trained by scripts/train_default.py). The combined model is scored on that held-out validation

@@ -129,8 +129,7 @@ def test_finetuning_an_ensemble_moves_every_member(dataset):
 
     ens = combine([Detector.untrained(seed=1).model, Detector.untrained(seed=2).model])
     before = [{k: v.clone() for k, v in m.state_dict().items()} for m in ens.members]
-    base = Detector.untrained().config
-    base = base.replace(model=ens.config)
+    base = Detector.untrained().config.replace(model=ens.config)
     result, report = finetune(read_folders(dataset / "real", dataset / "fake"), ens, base, log_fn=lambda s: None,
                               config=TrainConfig(epochs=1, steps_per_epoch=3, batch_size=8, workers=0, lr=1e-3))
     assert isinstance(result.model, MeanEnsemble) and result.config.model.members == 2
