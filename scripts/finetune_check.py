@@ -2,16 +2,20 @@
 """Fine-tune the shipped checkpoint on one generator it never saw, and record before/after for the model card.
 
     .venv/bin/python scripts/finetune_check.py [--source sh-lee-prml+HierSpeechpp-demo] [--seeds 0 1]
+                                               [--layout manifest|folders|fakes-only] [finetune options]
 
-Writes a manifest of that held-out source (its synthetic clips and its real reference clips), runs
-`voiceguard finetune --manifest ...` exactly as a user would, times it, and adds its printed EERs (new data's
-held-out part, original validation data) to runs/card_extra.json.
+Gives the shipped checkpoint the clips of one held-out source, as a user would, runs `voiceguard finetune`, times
+it, and adds its printed EERs (new data's held-out part, original validation data) to runs/card_extra.json.
+Layouts: `manifest` (synthetic clips and real references, grouped by sample name so the split keeps a sample's
+versions together), `folders` (two flat folders, `--real DIR --fake DIR`, speakers unknown: split by file) and
+`fakes-only` (one flat folder of the synthetic clips, `--fake DIR`; real speech from the original data).
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -25,9 +29,10 @@ def main(argv=None) -> int:
     ap.add_argument("--source", default="sh-lee-prml+HierSpeechpp-demo")
     ap.add_argument("--corpus", default=str(ROOT.parent / "shared" / "corpus"))
     ap.add_argument("--extra", default=str(ROOT / "runs" / "card_extra.json"))
+    ap.add_argument("--layout", choices=("manifest", "folders", "fakes-only"), default="manifest")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0],
                     help="one fine-tune per seed (each splits the new data into other train/held-out parts)")
-    args = ap.parse_args(argv)
+    args, finetune_args = ap.parse_known_args(argv)  # the rest goes to `voiceguard finetune` (e.g. --epochs 10)
     corpus = Path(args.corpus)
     out = ROOT / "runs" / "finetune_check"
     out.mkdir(parents=True, exist_ok=True)
@@ -40,27 +45,52 @@ def main(argv=None) -> int:
             stem = Path(r["path"]).stem.rsplit("__", 1)[0]
             w.writerow([str(corpus / r["path"]), r["label"], r["speaker"] or stem, r["source"], r["generator"],
                         r["lang"]])
+    if args.layout == "manifest":
+        data_args = ["--manifest", str(out / "new.csv")]
+    else:  # flat folders of links, as files usually arrive
+        data_args = []
+        for label, flag in (("spoof", "--fake"), ("bonafide", "--real")):
+            if label == "bonafide" and args.layout == "fakes-only":
+                continue
+            d = out / f"{args.layout}-{label}"
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir()
+            for r in rows:
+                if r["label"] == label:
+                    src = corpus / r["path"]
+                    (d / f"{src.parent.name}__{src.name}").symlink_to(src)
+            data_args += [flag, str(d)]
     runs = []
     for seed in args.seeds:
         t0 = time.time()
-        proc = subprocess.run([sys.executable, "-m", "voiceguard", "finetune", "--manifest", str(out / "new.csv"),
-                               "--out", str(out / f"model-seed{seed}"), "--seed", str(seed)],
+        proc = subprocess.run([sys.executable, "-m", "voiceguard", "finetune", *data_args,
+                               "--out", str(out / f"model-{args.layout}-seed{seed}"), "--seed", str(seed),
+                               *finetune_args],
                               capture_output=True, text=True, cwd=ROOT)
         minutes = (time.time() - t0) / 60
         print(proc.stderr[-3000:])
         print(proc.stdout)
         if proc.returncode != 0:
             return proc.returncode
-        runs.append(f"`--seed {seed}`: wall time {minutes:.1f} min on this 2-core machine (including decoding the "
+        runs.append(f"`{' '.join(['--seed', str(seed), *finetune_args])}`: wall time {minutes:.1f} min on this 2-core machine (including decoding the "
                     "replay data). Its output:\n\n```\n" + proc.stdout.strip() + "\n```")
-    body = (f"`voiceguard finetune --manifest new.csv` on the {len(rows)} clips of **{args.source}** "
-            f"({sum(r['label'] == 'spoof' for r in rows)} synthetic, {sum(r['label'] == 'bonafide' for r in rows)} "
+    how = {"manifest": "`voiceguard finetune --manifest new.csv`, the clips grouped by sample name (a sample's "
+                       "versions stay on one side of the split),",
+           "folders": "`voiceguard finetune --real real/ --fake fake/` with two flat folders (speakers unknown, so "
+                      "the command holds out files at random),",
+           "fakes-only": "`voiceguard finetune --fake fake/` with the synthetic clips alone in one flat folder "
+                         "(real speech comes from the original training and validation data),"}[args.layout]
+    used = [r for r in rows if args.layout != "fakes-only" or r["label"] == "spoof"]
+    body = (f"{how} on {len(used)} clips of **{args.source}** "
+            f"({sum(r['label'] == 'spoof' for r in used)} synthetic, {sum(r['label'] == 'bonafide' for r in used)} "
             f"real), a source the shipped model never trained on (it is one of the validation sources that chose its "
-            "epoch); the command splits them by speaker into a training and a held-out part itself, differently "
-            "for each seed.\n\n" + "\n\n".join(runs))
+            "epoch); each seed splits the new data differently into a training and a held-out part.\n\n"
+            + "\n\n".join(runs))
     extra_path = Path(args.extra)
     extra = json.loads(extra_path.read_text()) if extra_path.exists() else {}
-    extra["Fine-tuning on an unseen generator"] = body
+    key = "Fine-tuning on an unseen generator" + {"manifest": "", "folders": " (plain folders)",
+                                                  "fakes-only": " (synthetic clips only)"}[args.layout]
+    extra[key] = body
     extra_path.write_text(json.dumps(extra, indent=1))
     return 0
 

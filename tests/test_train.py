@@ -10,7 +10,7 @@ import torch
 from conftest import run_cli, speech_like, write
 from voiceguard.data import read_folders
 from voiceguard.train import (ClipBank, CropStream, TrainConfig, ValSet, _batches, group_of, split_by_group,
-                              train)
+                              split_new_data, train)
 
 VOICES = ["en", "en+f3", "en+m3", "it", "it+f2", "de"]
 
@@ -119,6 +119,61 @@ def test_finetune_then_evaluate_through_the_cli(dataset, untrained_checkpoint, t
     assert (tmp_path / "plots" / "det.png").exists()
     rows = (tmp_path / "scores.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 24 + 24
+
+
+def _flat_copy(src_dirs, dest):
+    """All files of ``src_dirs`` in one flat folder: one voice, speakers unknown, as a user often has them."""
+    dest.mkdir(parents=True)
+    for d in src_dirs:
+        for f in sorted(d.rglob("*.wav")):
+            (dest / f"{f.parent.name}_{f.name}").write_bytes(f.read_bytes())
+    return dest
+
+
+def test_flat_folders_are_split_by_file_with_a_note(dataset, tmp_path):
+    """A flat folder (speakers unknown, one group) cannot be split by speaker: its files are held out at
+    random and the user is told how to get a speaker split; labelled speaker folders still split by speaker."""
+    fake = _flat_copy([dataset / "fake"], tmp_path / "newtts")
+    items = read_folders(dataset / "real", fake)
+    tr, va, notes = split_new_data(items, 0.25, seed=0)
+    assert len(tr) + len(va) == len(items) and not {i.path for i in tr} & {i.path for i in va}
+    fakes_va = [i for i in va if i.label == 1]
+    assert len(fakes_va) == 6  # a quarter of the 24 synthetic files
+    assert len(notes) == 1 and "synthetic" in notes[0] and "sub-folder" in notes[0]
+    assert not {group_of(i) for i in tr if i.label == 0} & {group_of(i) for i in va if i.label == 0}
+
+
+def test_a_class_missing_from_the_new_bank_is_drawn_from_the_replay_bank(dataset):
+    fakes = [i for i in read_folders(dataset / "real", dataset / "fake") if i.label == 1]
+    stream = CropStream(ClipBank(fakes), 16000, TrainConfig().augment, seed=3,
+                        replay=ClipBank(read_folders(dataset / "real", None)), replay_fraction=0.0)
+    labels = [lab for _, (_, lab) in zip(range(200), stream)]
+    assert 70 <= sum(labels) <= 130  # about half synthetic, half real (from the replay bank)
+
+
+def test_finetune_on_fakes_only_through_the_cli(dataset, untrained_checkpoint, tmp_path):
+    """The common case: a folder of one new generator's output and nothing else. The real side comes from
+    the original data (here named with --replay); without any original data the error says what to add."""
+    fake = _flat_copy([dataset / "fake" / "en", dataset / "fake" / "it", dataset / "fake" / "de"],
+                      tmp_path / "newvoice")
+    replay = tmp_path / "original.csv"
+    rows = ["path,label,speaker,source"] + [f"{f},bonafide,{f.parent.name},orig" for f in
+                                            sorted((dataset / "real").rglob("*.wav"))]
+    rows += [f"{f},spoof,{f.parent.name},orig" for d in ("en_f3", "en_m3", "it_f2")
+             for f in sorted((dataset / "fake" / d).glob("*.wav"))]
+    replay.write_text("\n".join(rows) + "\n")
+    common = ["--from", untrained_checkpoint, "--epochs", "1", "--steps", "4", "--batch-size", "8", "--workers", "0"]
+    out = run_cli("finetune", "--fake", fake, "--replay", replay, "--out", tmp_path / "ft", *common)
+    assert out.returncode == 0, out.stderr
+    assert "holds no real recordings" in out.stderr and "held out at random, by file" in out.stderr
+    assert re.search(r"EER on the new data's validation part: before all \d", out.stdout)
+    assert (tmp_path / "ft.safetensors").exists()
+
+    alone = run_cli("finetune", "--fake", fake, "--out", tmp_path / "ft2", *common)
+    assert alone.returncode != 0 and not (tmp_path / "ft2.safetensors").exists()
+    assert "no real recordings" in alone.stderr and "--real DIR" in alone.stderr
+    last = alone.stderr.strip().splitlines()[-1]  # a clear one-line error, not a traceback
+    assert "Traceback" not in alone.stderr and last.startswith("voiceguard: error:") and "--real DIR" in last
 
 
 def test_finetuning_an_ensemble_moves_every_member(dataset):

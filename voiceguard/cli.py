@@ -282,13 +282,15 @@ def _cmd_scan(args) -> int:
 
 
 # ---------------------------------------------------------------------------- train / finetune
-def _add_train_args(p, *, epochs: int, steps: int, lr: float, minutes: float) -> None:
+def _add_train_args(p, *, epochs: int, steps: int, lr: float, minutes: float, patience: int) -> None:
     p.add_argument("--out", required=True, metavar="NAME", help="checkpoint to write: NAME.safetensors + NAME.json")
     p.add_argument("--epochs", type=int, default=epochs, help=f"at most this many epochs (default {epochs})")
     p.add_argument("--steps", type=int, default=steps, help=f"batches per epoch (default {steps})")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr:g})")
     p.add_argument("--max-minutes", type=float, default=minutes, help=f"stop after this long (default {minutes:g})")
+    p.add_argument("--patience", type=int, default=patience,
+                   help=f"stop after this many epochs without a better validation EER (default {patience})")
     p.add_argument("--val-fraction", type=float, default=0.25,
                    help="share held out for validation, split by speaker/source (default 0.25)")
     p.add_argument("--seed", type=int, default=0)
@@ -301,6 +303,7 @@ def _train_config(args, **extra):
 
     return TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size, lr=args.lr,
                        max_seconds=args.max_minutes * 60, seed=args.seed, workers=args.workers,
+                       patience=args.patience,
                        device=args.device, **extra)
 
 
@@ -315,7 +318,7 @@ def _add_train(sub) -> None:
                                    "by file; the best epoch by validation EER is kept, then calibrated. To "
                                    "rebuild the shipped checkpoint use scripts/train_default.py.")
     _add_data_args(p)
-    _add_train_args(p, epochs=20, steps=100, lr=2e-3, minutes=60)
+    _add_train_args(p, epochs=20, steps=100, lr=2e-3, minutes=60, patience=6)
     p.set_defaults(func=_cmd_train)
 
 
@@ -346,11 +349,13 @@ def _add_finetune(sub) -> None:
                                    "speaker/source; original training data is replayed when it is on this "
                                    "machine (or given with --replay), and the weights are pulled towards the "
                                    "starting ones. Prints EER before and after on the new and original "
-                                   "validation data.")
+                                   "validation data. Flat folders (speakers unknown) are split by file; "
+                                   "--fake alone works when original training data is there to replay, "
+                                   "which then supplies the real speech.")
     _add_data_args(p)
     p.add_argument("--from", dest="checkpoint", metavar="CHECKPOINT", help="starting checkpoint (default: shipped)")
     p.add_argument("--replay", metavar="CSV", help="manifest of original training data to replay")
-    _add_train_args(p, epochs=8, steps=40, lr=1e-3, minutes=8)
+    _add_train_args(p, epochs=8, steps=40, lr=1e-3, minutes=8, patience=3)
     p.set_defaults(func=_cmd_finetune)
 
 
@@ -368,8 +373,7 @@ def _cmd_finetune(args) -> int:
         print("no original training data found to replay; regularising towards the starting weights only",
               file=sys.stderr)
     result, report = finetune(items, model, base, replay_items=replay, original_val_items=original_val,
-                              config=_train_config(args, l2sp=1e-3, replay_fraction=0.5 if replay else 0.0,
-                                                   patience=3),
+                              config=_train_config(args, l2sp=1e-3, replay_fraction=0.5 if replay else 0.0),
                               val_fraction=args.val_fraction, log_fn=lambda m: print(m, file=sys.stderr),
                               progress=_show_epoch)
     path = checkpoint.save(args.out, result.model, result.config)

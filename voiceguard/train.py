@@ -87,6 +87,28 @@ def split_by_group(items: Sequence[Item], val_fraction: float = 0.2, seed: int =
     return train, val
 
 
+def split_new_data(items: Sequence[Item], val_fraction: float, seed: int = 0
+                   ) -> tuple[list[Item], list[Item], list[str]]:
+    """:func:`split_by_group`, then, for a label whose files all share one speaker group (a flat folder of one
+    voice or generator, speakers unknown), a random ``val_fraction`` of its files: the only split such data
+    allows. Returns (train, validation, notes in words for the user)."""
+    train_items, val = split_by_group(items, val_fraction, seed)
+    notes = []
+    for label in (0, 1):
+        files = [it for it in train_items if it.label == label]
+        if any(it.label == label for it in val) or len(files) < 2:
+            continue
+        rng = np.random.default_rng(seed + 17 * (label + 1))
+        k = max(1, int(round(val_fraction * len(files))))
+        held = {files[i].path for i in rng.choice(len(files), k, replace=False)}
+        val += [it for it in files if it.path in held]
+        train_items = [it for it in train_items if it.path not in held]
+        notes.append(f"the {('real', 'synthetic')[label]} files share one speaker group "
+                     f"({group_of(files[0])}), so {k} of them were held out at random, by file; put each "
+                     "speaker or voice in its own sub-folder (or give a speaker column) to hold out whole speakers")
+    return train_items, val, notes
+
+
 # ---------------------------------------------------------------------------- clips in memory
 class ClipBank:
     """Decoded clips (16 kHz mono int16), trimmed to their first..last speech frame.
@@ -219,7 +241,9 @@ class CropStream:
                 yield from self._pair(f, r, aug, rng)
                 continue
             label = int(rng.integers(0, 2))
-            use_replay = replay_tables and rng.random() < self.replay_fraction
+            # the replay bank also supplies a class the new data lacks (e.g. fine-tuning on fakes only)
+            use_replay = bool(replay_tables) and (rng.random() < self.replay_fraction
+                                                  or (label not in tables and label in replay_tables))
             bank, tab = (self.replay, replay_tables) if use_replay else (self.bank, tables)
             if label not in tab:
                 label = 1 - label
@@ -358,11 +382,13 @@ def train(
     replay_bank: ClipBank | None = None,
     progress: Callable[[dict], None] | None = None,
     select: Callable[[np.ndarray, np.ndarray | None], float] | None = None,
+    describe: Callable[[np.ndarray], dict] | None = None,
 ) -> TrainResult:
     """Train (or fine-tune, when ``init_model`` is given) and return the best model by validation EER.
 
     ``select(logits, initial_logits)``, when given, replaces the overall validation EER as the quantity
     to minimise (early stopping and the epoch kept); ``initial_logits`` are the starting model's.
+    ``describe(logits)``, when given, adds its fields to each epoch's record (e.g. per-part EERs).
 
     The returned config carries a calibration fitted on ``val`` and a threshold for
     ``config.false_alarm_target`` on its real clips.
@@ -373,7 +399,8 @@ def train(
     from .features import FrontEnd
     from .model import build_model
 
-    if len(train_bank) == 0 or len(set(train_bank.labels.tolist())) < 2:
+    labels = set(train_bank.labels.tolist()) | (set(replay_bank.labels.tolist()) if replay_bank is not None else set())
+    if len(train_bank) == 0 or len(labels) < 2:
         raise DataError("training needs readable clips of both classes (real and synthetic)")
     base = base or CheckpointConfig()
     config = config or TrainConfig()
@@ -416,7 +443,7 @@ def train(
     initial_logits = None
     if init_model is not None:
         m0, initial_logits = evaluate_now()
-        history.append({"epoch": 0, **m0})
+        history.append({"epoch": 0, **m0, **(describe(initial_logits) if describe else {})})
         if progress:
             progress(history[-1])
     for epoch in range(1, config.epochs + 1):
@@ -440,7 +467,8 @@ def train(
                 ema_model.update_parameters(model)
             losses.append(loss.item())
         m, logits = evaluate_now()
-        rec = {"epoch": epoch, "loss": float(np.mean(losses)), **m, "seconds": round(time.time() - t0, 1)}
+        rec = {"epoch": epoch, "loss": float(np.mean(losses)), **m, **(describe(logits) if describe else {}),
+               "seconds": round(time.time() - t0, 1)}
         history.append(rec)
         if progress:
             progress(rec)
@@ -552,7 +580,10 @@ def finetune(
 ) -> tuple[TrainResult, FinetuneReport]:
     """Adapt a trained model to new real/synthetic samples without wrecking what it knew.
 
-    The new items are split by speaker/source into train and validation parts. Each batch mixes new
+    The new items are split by speaker/source into train and validation parts (by file for a class whose
+    speakers are unknown). New data of one class only (just the fakes of a new generator) is completed with
+    the other class from the original data: replayed for training, and files of the original validation
+    data joining the new validation part. Each batch mixes new
     clips with replayed original training clips (when available) and the loss pulls the weights towards
     the starting ones (L2-SP). The epoch kept (and early stopping) follows the new validation part's EER, as
     long as the original validation data loses at most ``FORGET_TOLERANCE``; the calibration is re-fitted on
@@ -561,16 +592,38 @@ def finetune(
     t0 = time.time()
     config = config or TrainConfig(epochs=8, steps_per_epoch=40, lr=1e-3, patience=3, l2sp=1e-3,
                                    replay_fraction=0.5, max_seconds=8 * 60)
-    new_train, new_val = split_by_group(list(new_items), val_fraction, seed=config.seed)
-    if not new_val or len({it.label for it in new_val}) < 2:
-        raise DataError("the new data is too small to hold out a validation part with both real and synthetic "
-                        "speakers; add more speakers or sources")
-    log_fn(f"new data: {len(new_train)} files to train on, {len(new_val)} held out (split by speaker/source)")
-    new_bank = ClipBank(new_train)
-    new_val_set = ValSet.build(ClipBank(new_val))
+    new_items = list(new_items)
     new_paths = {it.path for it in new_items}  # the new data may overlap what the model was validated on
     original_val_items = [it for it in original_val_items or [] if it.path not in new_paths]
     replay_items = [it for it in replay_items or [] if it.path not in new_paths]
+    new_train, new_val, notes = split_new_data(new_items, val_fraction, seed=config.seed)
+    for note in notes:
+        log_fn(f"note: {note}")
+    # new data of one class only (e.g. just the fakes of a new generator): the other class comes from the
+    # original data, replayed for training and taken from its validation part for the new validation part
+    missing = sorted({0, 1} - {it.label for it in new_items})
+    for label in missing:
+        kind = ("real", "synthetic")[label]
+        pool = [it for it in replay_items if it.label == label]
+        borrowed = [it for it in original_val_items if it.label == label]
+        where = "original validation data"
+        if not borrowed and len(pool) >= 4:  # no validation data on record: hold some replay files out
+            borrowed, where = pool[::4], "original training data (no longer replayed)"
+            held = {it.path for it in borrowed}
+            replay_items = [it for it in replay_items if it.path not in held]
+        if not borrowed or not any(it.label == label for it in replay_items):
+            raise DataError(f"the new data holds no {kind} recordings and the original training data is not on "
+                            f"this machine to supply them: add --{('real', 'fake')[label]} DIR (or --replay CSV)")
+        n = min(len(borrowed), max(20, 2 * len(new_val)))
+        new_val = new_val + _sample(borrowed, n, config.seed)
+        log_fn(f"note: the new data holds no {kind} recordings: {kind} training examples come from the original "
+               f"training data, and {n} {kind} files of the {where} join the new validation part")
+    if not new_val or len({it.label for it in new_val}) < 2 or not new_train:
+        raise DataError("the new data is too small to hold out a validation part with both real and synthetic "
+                        "speech and still train on the rest; add more files")
+    log_fn(f"new data: {len(new_train)} files to train on, {len(new_val)} held out")
+    new_bank = ClipBank(new_train)
+    new_val_set = ValSet.build(ClipBank(new_val))
     replay_bank = None
     replay_desc = "none (regularised towards the starting weights only)"
     if replay_items:
@@ -602,8 +655,12 @@ def finetune(
             key += 5.0 * max(0.0, parts["original"]["eer_all"] - start - FORGET_TOLERANCE)
         return key
 
+    def describe(logits: np.ndarray) -> dict:
+        parts = per_part(logits)
+        return {f"{part}_{k}": v for part in ("new", "original") for k, v in parts[part].items() if k == "eer_all"}
+
     result = train(new_bank, combined, config=cfg, base=base, init_model=model, replay_bank=replay_bank,
-                   progress=progress, select=select)
+                   progress=progress, select=select, describe=describe)
 
     before, after = per_part(result.initial_logits), per_part(result.val_logits)
     log_fn(f"before: new data {before['new']}; original validation {before['original']}")
