@@ -176,6 +176,26 @@ def test_finetune_on_fakes_only_through_the_cli(dataset, untrained_checkpoint, t
     assert "Traceback" not in alone.stderr and last.startswith("voiceguard: error:") and "--real DIR" in last
 
 
+def test_training_from_a_model_keeps_it_when_no_epoch_beats_it(dataset):
+    """Fine-tuning must never hand back a model worse than the one it started from (by its own rule)."""
+    from voiceguard.detector import Detector
+
+    items = read_folders(dataset / "real", dataset / "fake")
+    tr, va = split_by_group(items, 0.3, seed=0)
+    start = Detector.untrained(seed=4)
+    before = {k: v.clone() for k, v in start.model.state_dict().items()}
+
+    def only_the_start(logits, initial):  # every trained epoch scores worse than the starting weights
+        return 0.0 if logits is initial else 1.0
+
+    result = train(ClipBank(tr), ValSet.build(ClipBank(va), telephone=False), base=start.config,
+                   init_model=start.model, select=only_the_start,
+                   config=TrainConfig(epochs=2, steps_per_epoch=3, batch_size=8, workers=0, lr=5e-3))
+    assert result.best_epoch == 0 and [h["epoch"] for h in result.history] == [0, 1, 2]
+    for k, v in result.model.state_dict().items():
+        torch.testing.assert_close(v, before[k])
+
+
 def test_finetuning_an_ensemble_moves_every_member(dataset):
     """A combined checkpoint (scripts/combine_checkpoints.py) is fine-tuned as a whole."""
     from voiceguard.detector import Detector

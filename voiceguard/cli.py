@@ -385,7 +385,8 @@ def _cmd_finetune(args) -> int:
           f"after {fmt(report.after['new'])}")
     print(f"EER on the original validation data:  before {fmt(report.before['original'])}; "
           f"after {fmt(report.after['original'])}")
-    print(f"wrote {path} in {report.minutes:.1f} min (replay: {report.replay}); threshold "
+    kept = f"epoch {report.kept_epoch}" if report.kept_epoch else "the starting weights"
+    print(f"wrote {path} in {report.minutes:.1f} min (kept {kept}; replay: {report.replay}); threshold "
           f"{result.config.threshold:.3f}")
     return EXIT_OK
 

@@ -370,6 +370,7 @@ class TrainResult:
     history: list[dict]
     val_logits: np.ndarray | None  # validation call logits of the returned (best) model
     initial_logits: np.ndarray | None = None  # the same for the starting model, when one was given
+    best_epoch: int = 0  # the epoch returned (0: the starting weights, when no epoch beat them)
 
 
 def train(
@@ -428,7 +429,7 @@ def train(
     scored = ema_model.module if ema_model is not None else model  # the weights validated and returned
     eval_cfg = base.replace(calibration=Calibration(), trained=True)
     history: list[dict] = []
-    best: tuple[float, dict] | None = None
+    best: tuple[float, dict, int] | None = None  # (key, weights, epoch)
     best_logits = None
     bad_epochs = 0
     t0 = time.time()
@@ -444,6 +445,10 @@ def train(
     if init_model is not None:
         m0, initial_logits = evaluate_now()
         history.append({"epoch": 0, **m0, **(describe(initial_logits) if describe else {})})
+        # the starting weights are a candidate too: an epoch must beat them to replace them
+        key0 = select(initial_logits, initial_logits) if select is not None else m0.get("eer_all", 1.0)
+        best = (key0, copy.deepcopy(scored.state_dict()), 0)
+        best_logits = initial_logits
         if progress:
             progress(history[-1])
     for epoch in range(1, config.epochs + 1):
@@ -474,7 +479,7 @@ def train(
             progress(rec)
         key = select(logits, initial_logits) if select is not None else m.get("eer_all", 1.0)
         if best is None or key < best[0] - 1e-4:
-            best = (key, copy.deepcopy(scored.state_dict()))
+            best = (key, copy.deepcopy(scored.state_dict()), epoch)
             best_logits = logits
             bad_epochs = 0
         else:
@@ -489,7 +494,7 @@ def train(
     model.load_state_dict(best[1])
     model.eval()
     out_cfg = fitted_config(base, best_logits, val, config.false_alarm_target)
-    return TrainResult(model.cpu(), out_cfg, history, best_logits, initial_logits)
+    return TrainResult(model.cpu(), out_cfg, history, best_logits, initial_logits, best_epoch=best[2])
 
 
 def fitted_config(base: CheckpointConfig, logits: np.ndarray, val: ValSet,
@@ -535,6 +540,7 @@ class FinetuneReport:
     new_train_files: int
     new_val_files: int
     minutes: float
+    kept_epoch: int = 0  # 0: no epoch beat the starting weights, which were kept
 
 
 def replay_sources(config: CheckpointConfig, root=None) -> tuple[list[Item], list[Item]]:
@@ -662,11 +668,17 @@ def finetune(
     result = train(new_bank, combined, config=cfg, base=base, init_model=model, replay_bank=replay_bank,
                    progress=progress, select=select, describe=describe)
 
+    if result.best_epoch == 0:
+        log_fn("note: no epoch did better on the new data than the starting model without losing more than "
+               f"{FORGET_TOLERANCE * 100:g} points of EER elsewhere, so its weights are kept (calibration re-fitted); try more "
+               "or other new data")
+    else:
+        log_fn(f"kept epoch {result.best_epoch}")
     before, after = per_part(result.initial_logits), per_part(result.val_logits)
     log_fn(f"before: new data {before['new']}; original validation {before['original']}")
     log_fn(f"after:  new data {after['new']}; original validation {after['original']}")
     report = FinetuneReport(before, after, result.history, replay_desc, len(new_bank), len(new_val),
-                            round((time.time() - t0) / 60, 2))
+                            round((time.time() - t0) / 60, 2), result.best_epoch)
     summary = dict(base.training or {})
     summary.setdefault("finetunes", [])
     summary["finetunes"] = summary["finetunes"] + [{k: v for k, v in asdict(report).items() if k != "history"}]
