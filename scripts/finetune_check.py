@@ -22,6 +22,25 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def elsewhere(tuned: Path, source: str) -> str:
+    """EER of the starting and the fine-tuned model on the held-out sources unrelated to ``source`` (neither its
+    clips nor copy-syntheses of them): what the fine-tune costs elsewhere. The command's own "original validation"
+    figure may include copies of the new source's real clips, whose speakers the fine-tune has just heard."""
+    from scripts.train_default import heldout_valset
+    from voiceguard.detector import Detector
+    from voiceguard.train import score_valset, val_metrics
+
+    tuned_det = Detector.load(tuned, device="cpu")
+    start = Detector.load(None, device="cpu")  # the shipped checkpoint the fine-tune started from
+    val = heldout_valset(start.config.training, exclude=source)
+    a, b = (val_metrics(score_valset(d, val), val) for d in (start, tuned_det))
+    files = sum(c == "clean" for c in val.condition)
+    return (f"On the {files} held-out files unrelated to {source} (each clean and as a telephone copy): EER "
+            f"{a['eer_all']:.1%} before, {b['eer_all']:.1%} after (clean {a['eer_clean']:.1%} → {b['eer_clean']:.1%}, "
+            f"telephone {a['eer_telephone']:.1%} → {b['eer_telephone']:.1%}).")
 
 
 def main(argv=None) -> int:
@@ -72,8 +91,9 @@ def main(argv=None) -> int:
         print(proc.stdout)
         if proc.returncode != 0:
             return proc.returncode
-        runs.append(f"`{' '.join(['--seed', str(seed), *finetune_args])}`: wall time {minutes:.1f} min on this 2-core machine (including decoding the "
-                    "replay data). Its output:\n\n```\n" + proc.stdout.strip() + "\n```")
+        runs.append(f"`{' '.join(['--seed', str(seed), *finetune_args])}`: wall time {minutes:.1f} min on this "
+                    "2-core machine (including decoding the replay data). Its output:\n\n```\n"
+                    + proc.stdout.strip() + "\n```\n\n" + elsewhere(out / f"model-{args.layout}-seed{seed}", args.source))
     how = {"manifest": "`voiceguard finetune --manifest new.csv`, the clips grouped by sample name (a sample's "
                        "versions stay on one side of the split),",
            "folders": "`voiceguard finetune --real real/ --fake fake/` with two flat folders (speakers unknown, so "

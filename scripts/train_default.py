@@ -53,15 +53,18 @@ def is_held_out(item, sources=HELD_OUT_SOURCES) -> bool:
             or any(item.generator.startswith(g) for g in HELD_OUT_GENERATORS))
 
 
-def heldout_valset(record: dict) -> ValSet:
+def heldout_valset(record: dict, exclude: str | None = None) -> ValSet:
     """The validation set a checkpoint trained by this script was validated on, rebuilt from its training
-    record (manifests and held-out sources): clean and telephone copies, as during training."""
+    record (manifests and held-out sources): clean and telephone copies, as during training. ``exclude``: a
+    source left out together with everything made from its clips (to measure "elsewhere" after fine-tuning on it)."""
     items = []
     for m in record["replay"]["manifests"]:
         if (ROOT / m).exists():
             items += read_manifest(ROOT / m)
     held = tuple(record["data"]["held_out_sources"])
-    return ValSet.build(ClipBank([it for it in items if is_held_out(it, held)], max_seconds=20.0))
+    items = [it for it in items if is_held_out(it, held)
+             and exclude not in (it.source, it.extra.get("orig_source", ""))]
+    return ValSet.build(ClipBank(items, max_seconds=20.0))
 
 
 def per_source_report(logits: np.ndarray, val: ValSet, config: CheckpointConfig) -> dict:
