@@ -70,9 +70,11 @@ def main(argv=None) -> int:
         for cond, f in (("clean", lambda x: x), ("telephone", lambda x: telephone_copy(x, "ulaw"))):
             r_real = det.score_array(f(call), SR)
             r_fake = det.score_array(f(spliced), SR)
-            covered = any(s.start < span[1] and s.end > span[0] for s in r_fake.regions)
-            top = r_fake.top_segment  # the window an analyst would look at first, flagged or not
-            top_in = top is not None and top.start < span[1] and top.end > span[0]
+            def in_insertion(seg) -> bool:
+                return seg is not None and seg.start < span[1] and seg.end > span[0]
+
+            covered = any(in_insertion(s) for s in r_fake.regions)
+            top_in = in_insertion(r_fake.top_segment)  # the window an analyst would look at first, flagged or not
             rows.append({"call": i, "condition": cond, "minutes": round(len(call) / SR / 60, 1),
                          "real_p": r_real.probability, "real_verdict": r_real.verdict,
                          "inserted": gen, "spliced_p": r_fake.probability, "spliced_verdict": r_fake.verdict,

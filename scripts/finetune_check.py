@@ -25,22 +25,34 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def elsewhere(tuned: Path, source: str) -> str:
-    """EER of the starting and the fine-tuned model on the held-out sources unrelated to ``source`` (neither its
-    clips nor copy-syntheses of them): what the fine-tune costs elsewhere. The command's own "original validation"
-    figure may include copies of the new source's real clips, whose speakers the fine-tune has just heard."""
-    from scripts.train_default import heldout_valset
-    from voiceguard.detector import Detector
-    from voiceguard.train import score_valset, val_metrics
+class Elsewhere:
+    """EER on the held-out sources unrelated to ``source`` (neither its clips nor copy-syntheses of them), before
+    and after a fine-tune: what it costs elsewhere. The command's own "original validation" figure may include
+    copies of the new source's real clips, whose speakers the fine-tune has just heard. The set is decoded and the
+    starting model scored once, however many fine-tunes are compared with it."""
 
-    tuned_det = Detector.load(tuned, device="cpu")
-    start = Detector.load(None, device="cpu")  # the shipped checkpoint the fine-tune started from
-    val = heldout_valset(start.config.training, exclude=source)
-    a, b = (val_metrics(score_valset(d, val), val) for d in (start, tuned_det))
-    files = sum(c == "clean" for c in val.condition)
-    return (f"On the {files} held-out files unrelated to {source} (each clean and as a telephone copy): EER "
-            f"{a['eer_all']:.1%} before, {b['eer_all']:.1%} after (clean {a['eer_clean']:.1%} → {b['eer_clean']:.1%}, "
-            f"telephone {a['eer_telephone']:.1%} → {b['eer_telephone']:.1%}).")
+    def __init__(self, start: str | None, source: str) -> None:
+        from scripts.train_default import heldout_valset
+        from voiceguard.detector import Detector
+
+        det = Detector.load(start, device="cpu")
+        self.source = source
+        self.val = heldout_valset(det.config.training, exclude=source)
+        self.before = self._metrics(det)
+
+    def _metrics(self, det) -> dict:
+        from voiceguard.train import score_valset, val_metrics
+
+        return val_metrics(score_valset(det, self.val), self.val)
+
+    def line(self, tuned: Path) -> str:
+        from voiceguard.detector import Detector
+
+        a, b = self.before, self._metrics(Detector.load(tuned, device="cpu"))
+        files = sum(c == "clean" for c in self.val.condition)
+        return (f"On the {files} held-out files unrelated to {self.source} (each clean and as a telephone copy): "
+                f"EER {a['eer_all']:.1%} before, {b['eer_all']:.1%} after (clean {a['eer_clean']:.1%} → "
+                f"{b['eer_clean']:.1%}, telephone {a['eer_telephone']:.1%} → {b['eer_telephone']:.1%}).")
 
 
 def main(argv=None) -> int:
@@ -49,6 +61,7 @@ def main(argv=None) -> int:
     ap.add_argument("--corpus", default=str(ROOT.parent / "shared" / "corpus"))
     ap.add_argument("--extra", default=str(ROOT / "runs" / "card_extra.json"))
     ap.add_argument("--layout", choices=("manifest", "folders", "fakes-only"), default="manifest")
+    ap.add_argument("--from", dest="start", metavar="CHECKPOINT", help="starting checkpoint (default: shipped)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0],
                     help="one fine-tune per seed (each splits the new data into other train/held-out parts)")
     args, finetune_args = ap.parse_known_args(argv)  # the rest goes to `voiceguard finetune` (e.g. --epochs 10)
@@ -79,6 +92,9 @@ def main(argv=None) -> int:
                     src = corpus / r["path"]
                     (d / f"{src.parent.name}__{src.name}").symlink_to(src)
             data_args += [flag, str(d)]
+    if args.start:
+        finetune_args = ["--from", args.start, *finetune_args]
+    elsewhere = Elsewhere(args.start, args.source)
     runs = []
     for seed in args.seeds:
         t0 = time.time()
@@ -93,7 +109,7 @@ def main(argv=None) -> int:
             return proc.returncode
         runs.append(f"`{' '.join(['--seed', str(seed), *finetune_args])}`: wall time {minutes:.1f} min on this "
                     "2-core machine (including decoding the replay data). Its output:\n\n```\n"
-                    + proc.stdout.strip() + "\n```\n\n" + elsewhere(out / f"model-{args.layout}-seed{seed}", args.source))
+                    + proc.stdout.strip() + "\n```\n\n" + elsewhere.line(out / f"model-{args.layout}-seed{seed}"))
     how = {"manifest": "`voiceguard finetune --manifest new.csv`, the clips grouped by sample name (a sample's "
                        "versions stay on one side of the split),",
            "folders": "`voiceguard finetune --real real/ --fake fake/` with two flat folders (speakers unknown, so "

@@ -400,7 +400,9 @@ def train(
     from .features import FrontEnd
     from .model import build_model
 
-    labels = set(train_bank.labels.tolist()) | (set(replay_bank.labels.tolist()) if replay_bank is not None else set())
+    labels = set(train_bank.labels.tolist())
+    if replay_bank is not None:  # the replay bank may supply a class the training data lacks
+        labels |= set(replay_bank.labels.tolist())
     if len(train_bank) == 0 or len(labels) < 2:
         raise DataError("training needs readable clips of both classes (real and synthetic)")
     base = base or CheckpointConfig()
@@ -661,17 +663,16 @@ def finetune(
             key += 5.0 * max(0.0, parts["original"]["eer_all"] - start - FORGET_TOLERANCE)
         return key
 
-    def describe(logits: np.ndarray) -> dict:
-        parts = per_part(logits)
-        return {f"{part}_{k}": v for part in ("new", "original") for k, v in parts[part].items() if k == "eer_all"}
+    def describe(logits: np.ndarray) -> dict:  # both parts' EER in each epoch's record
+        return {f"{part}_eer_all": m["eer_all"] for part, m in per_part(logits).items() if "eer_all" in m}
 
     result = train(new_bank, combined, config=cfg, base=base, init_model=model, replay_bank=replay_bank,
                    progress=progress, select=select, describe=describe)
 
     if result.best_epoch == 0:
         log_fn("note: no epoch did better on the new data than the starting model without losing more than "
-               f"{FORGET_TOLERANCE * 100:g} points of EER elsewhere, so its weights are kept (calibration re-fitted); try more "
-               "or other new data")
+               f"{FORGET_TOLERANCE * 100:g} points of EER elsewhere, so its weights are kept (calibration "
+               "re-fitted); try more or other new data")
     else:
         log_fn(f"kept epoch {result.best_epoch}")
     before, after = per_part(result.initial_logits), per_part(result.val_logits)
