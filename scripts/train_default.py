@@ -131,6 +131,11 @@ def main(argv=None) -> int:
     ap.add_argument("--rawboost", type=float, default=0.0, help="probability of a RawBoost distortion per example")
     ap.add_argument("--freq-mask", type=float, default=0.0,
                     help="training only: blank a random band of up to this share of the feature rows per example")
+    ap.add_argument("--balance", choices=("sqrt", "source"), default="sqrt",
+                    help="sampling weight of training clips: sqrt of each source's and speaker's size, or every "
+                         "source alike (see ClipBank.sampling_weights)")
+    ap.add_argument("--adversary", type=float, default=0.0,
+                    help="weight of the gradient-reversed classifier of real clips' source (0: off)")
     ap.add_argument("--ema", type=float, default=0.995,
                     help="validate and ship an exponential moving average of the weights (decay per step; 0: off)")
     ap.add_argument("--patience", type=int, default=100,
@@ -177,6 +182,7 @@ def main(argv=None) -> int:
     cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
                       max_seconds=args.max_minutes * 60, workers=args.workers, seed=args.seed, patience=args.patience,
                       lr=args.lr, pair_fraction=args.pair_fraction, ema=args.ema, freq_mask=args.freq_mask,
+                      balance=args.balance, adversary=args.adversary,
                       augment=AugmentConfig(p_rawboost=args.rawboost))
     from voiceguard.features import FeatureConfig
     from voiceguard.model import ModelConfig

@@ -49,7 +49,7 @@ def test_short_training_lowers_the_loss(dataset):
     bank = ClipBank(tr)
     val = ValSet.build(ClipBank(va), telephone=False)
     probe_stream = CropStream(bank, 64000, TrainConfig().augment, seed=123)
-    x, y = next(_batches(probe_stream, 32, 0, seed=5))
+    x, y, _ = next(_batches(probe_stream, 32, 0, seed=5))
 
     def loss_of(model):
         from voiceguard.features import FrontEnd
@@ -147,7 +147,7 @@ def test_a_class_missing_from_the_new_bank_is_drawn_from_the_replay_bank(dataset
     fakes = [i for i in read_folders(dataset / "real", dataset / "fake") if i.label == 1]
     stream = CropStream(ClipBank(fakes), 16000, TrainConfig().augment, seed=3,
                         replay=ClipBank(read_folders(dataset / "real", None)), replay_fraction=0.0)
-    labels = [lab for _, (_, lab) in zip(range(200), stream)]
+    labels = [lab for _, (_, lab, _) in zip(range(200), stream)]
     assert 70 <= sum(labels) <= 130  # about half synthetic, half real (from the replay bank)
 
 
@@ -236,9 +236,54 @@ def test_copy_synthesis_pairs_share_crop_and_channel(tmp_path):
     assert bank.pairs() == [(fake_a, real_a)] and bank.offsets[fake_a] > bank.offsets[real_a]
     stream = iter(CropStream(bank, 32000, TrainConfig().augment, seed=1, pair_fraction=1.0))
     for _ in range(5):
-        (xr, yr), (xf, yf) = next(stream), next(stream)
+        (xr, yr, _), (xf, yf, _) = next(stream), next(stream)
         assert (yr, yf) == (0, 1)
         np.testing.assert_allclose(xr, xf, atol=1e-6)  # identical content through an identical channel
     # without pairing, both classes still come out, from all clips
-    labels = [y for _, y in (next(iter(CropStream(bank, 32000, TrainConfig().augment, seed=s))) for s in range(20))]
+    labels = [y for _, y, _ in (next(iter(CropStream(bank, 32000, TrainConfig().augment, seed=s))) for s in range(20))]
     assert set(labels) == {0, 1}
+
+
+def _two_real_sources(dataset):
+    """The dataset's real clips as two sources: "a" (one speaker, 4 clips) and "b" (five speakers, 20 clips)."""
+    from dataclasses import replace
+
+    items = read_folders(dataset / "real", dataset / "fake")
+    return [replace(it, source="a" if it.speaker == "spk0" else "b") if it.label == 0 else it for it in items]
+
+
+def test_source_balance_weighs_every_source_alike(dataset, monkeypatch):
+    """balance="source": a one-speaker source is drawn as often as a five-speaker one (with "sqrt" it is not)."""
+    import voiceguard.train as vt
+
+    monkeypatch.setattr(vt, "BALANCE_FULL", 4)  # both sources "full" (their size no longer counts)
+    bank = ClipBank(_two_real_sources(dataset))
+    share = {}
+    for balance in ("sqrt", "source"):
+        stream = CropStream(bank, 8000, TrainConfig().augment, seed=7, balance=balance)
+        assert stream.domains == ["a", "b"]
+        domains = [d for _, (_, y, d) in zip(range(600), stream) if y == 0]
+        share[balance] = domains.count(0) / len(domains)
+    assert 0.42 < share["source"] < 0.58, share
+    assert share["sqrt"] < 0.40, share  # sqrt: 1 against sqrt(5) speakers' worth
+
+
+def test_source_adversary_reverses_its_gradient_and_trains(dataset):
+    """The adversary's classifier learns the source; the embedding gets the opposite gradient, scaled."""
+    from voiceguard.train import SourceAdversary
+
+    torch.manual_seed(0)
+    adv = SourceAdversary(8, 3, weight=0.5, total_steps=1, device="cpu")
+    e = torch.randn(6, 8, requires_grad=True)
+    d = torch.tensor([0, 1, 2, -1, 0, -1])  # -1: synthetic, left out
+    adv.loss(e, d).backward()
+    plain = e.detach().clone().requires_grad_(True)
+    torch.nn.functional.cross_entropy(adv.classifier(plain[d >= 0]), d[d >= 0]).backward()
+    lam = 0.5 * (2 / (1 + torch.exp(torch.tensor(-10.0))) - 1)
+    torch.testing.assert_close(e.grad, -lam * plain.grad)
+    assert adv.classifier.weight.grad is not None
+
+    items = _two_real_sources(dataset)  # both real sources in training, so the adversary has two to tell apart
+    res = train(ClipBank(items), ValSet.build(ClipBank(items[::3]), telephone=False),
+                config=TrainConfig(epochs=2, steps_per_epoch=4, batch_size=8, workers=0, adversary=0.5))
+    assert res.config.trained and len(res.history) == 2

@@ -80,13 +80,20 @@ class LCNN(nn.Module):
         self.to(memory_format=torch.channels_last)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.embed(feats))
+
+    def embed(self, feats: torch.Tensor) -> torch.Tensor:
+        """The window embedding [shape=(B, config.embedding)] the output is computed from."""
         x = self.input_norm(feats).unsqueeze(1).contiguous(memory_format=torch.channels_last)  # (B, 1, F, T)
         x = self.body(x)  # (B, C, F', T')
         x = x.flatten(1, 2)  # (B, C*F', T')
         stats = torch.cat([x.mean(dim=2), x.std(dim=2, unbiased=False)], dim=1)
-        e = self.head(stats)
+        return self.head[:-1](stats) if self.config.head == "linear" else self.head(stats)
+
+    def classify(self, e: torch.Tensor) -> torch.Tensor:
+        """Logits [shape=(B,)] from embeddings."""
         if self.config.head == "linear":
-            return e.squeeze(1)
+            return self.head[-1](e).squeeze(1)
         cos = torch.nn.functional.cosine_similarity(e, self.center.unsqueeze(0), dim=1)
         return OC_ALPHA * (OC_MID - cos)  # > 0: further from bona fide than the margin midpoint
 

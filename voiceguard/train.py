@@ -49,6 +49,8 @@ class TrainConfig:
     ema: float = 0.0  # > 0: validate and keep an exponential moving average of the weights (this decay per step)
     pair_fraction: float = 0.0  # share of draws that take a copy-synthesis with its real original (see CropStream)
     freq_mask: float = 0.0  # > 0: per example, blank one random band of up to this share of the feature rows
+    adversary: float = 0.0  # > 0: weight of a gradient-reversed classifier of real examples' source (see train)
+    balance: str = "sqrt"  # how training clips are weighted across sources and speakers (ClipBank.sampling_weights)
     false_alarm_target: float = 0.02  # threshold: at most this share of held-out real clips flagged
     max_seconds: float | None = None  # stop after this much wall time
     device: str | None = None
@@ -110,6 +112,10 @@ def split_new_data(items: Sequence[Item], val_fraction: float, seed: int = 0
 
 
 # ---------------------------------------------------------------------------- clips in memory
+#: ``balance="source"``: a source with this many clips or more weighs as much as any other
+BALANCE_FULL = 30
+
+
 class ClipBank:
     """Decoded clips (16 kHz mono int16), trimmed to their first..last speech frame.
 
@@ -179,14 +185,26 @@ class ClipBank:
                     break
         return out
 
-    def sampling_weights(self) -> np.ndarray:
-        """Per-clip weights: each source counts as sqrt(#clips), each speaker within it likewise.
+    def sampling_weights(self, balance: str = "sqrt") -> np.ndarray:
+        """Per-clip weights, so that large sources and talkative speakers (RAVDESS's two sentences, the
+        spoken digits) cannot dominate.
 
-        Large sources and talkative speakers (RAVDESS's two sentences, the spoken digits) cannot dominate.
+        ``"sqrt"``: each source counts as sqrt(#clips), each speaker within it likewise.
+        ``"source"``: every source with at least ``BALANCE_FULL`` clips weighs the same (smaller ones in
+        proportion to their clips), its speakers equally within it, their clips equally within them.
         """
         src = Counter(it.source for it in self.items)
         spk = Counter(group_of(it) for it in self.items)
-        w = np.array([1.0 / math.sqrt(src[it.source]) / math.sqrt(spk[group_of(it)]) for it in self.items])
+        if balance == "sqrt":
+            w = np.array([1.0 / math.sqrt(src[it.source]) / math.sqrt(spk[group_of(it)]) for it in self.items])
+        elif balance == "source":  # per class: a source's real and synthetic clips are weighed apart
+            key = [(it.label, it.source) for it in self.items]
+            n_src = Counter(key)
+            n_spk = Counter(k for k, _ in {(k, group_of(it)) for k, it in zip(key, self.items)})
+            w = np.array([min(n_src[k], BALANCE_FULL) / BALANCE_FULL / n_spk[k] / spk[group_of(it)]
+                          for k, it in zip(key, self.items)])
+        else:
+            raise ValueError(f"unknown balance {balance!r} (sqrt or source)")
         sec = np.array([min(len(c) / self.sample_rate, 8.0) for c in self.clips])
         return w * np.sqrt(sec)  # longer clips hold more distinct crops
 
@@ -200,7 +218,10 @@ def crop(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 class CropStream:
-    """Endless stream of augmented (crop [shape=(n,)], label) pairs, half real, half synthetic.
+    """Endless stream of augmented (crop [shape=(n,)], label, domain) examples, half real, half synthetic.
+
+    ``domain`` is the index of a real example's source among the bank's real sources (:attr:`domains`), -1
+    for synthetic and replayed examples: what the source adversary (``TrainConfig.adversary``) tries to tell.
 
     With ``pair_fraction`` > 0, that share of the draws is a *matched pair*: a copy-synthesis and the real
     clip it was made from, cropped at the same place and put through the very same random channel
@@ -210,16 +231,19 @@ class CropStream:
 
     def __init__(self, bank: ClipBank, crop_samples: int, augment: AugmentConfig, seed: int,
                  replay: ClipBank | None = None, replay_fraction: float = 0.0,
-                 pair_fraction: float = 0.0) -> None:
+                 pair_fraction: float = 0.0, balance: str = "sqrt") -> None:
         self.bank, self.replay, self.replay_fraction = bank, replay, replay_fraction
+        self.balance = balance
+        #: the real sources of the bank, in the order of the domain indices
+        self.domains = sorted({it.source for it in bank.items if it.label == 0})
         self.pair_fraction = pair_fraction
         self.n = crop_samples
         self.augment_config = augment
         self.seed = seed
 
     @staticmethod
-    def _tables(bank: ClipBank) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        w = bank.sampling_weights()
+    def _tables(bank: ClipBank, balance: str = "sqrt") -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        w = bank.sampling_weights(balance)
         out = {}
         for label in (0, 1):
             idx = np.flatnonzero(bank.labels == label)
@@ -230,9 +254,10 @@ class CropStream:
     def __iter__(self) -> Iterator[tuple[np.ndarray, int]]:
         rng = np.random.default_rng(self.seed)
         aug = Augmenter(self.augment_config, seed=int(rng.integers(2**31)))
-        tables = self._tables(self.bank)
+        tables = self._tables(self.bank, self.balance)
         replay_tables = self._tables(self.replay) if self.replay is not None and len(self.replay) else {}
         pairs = self.bank.pairs() if self.pair_fraction > 0 else []
+        domain_of = {s: d for d, s in enumerate(self.domains)}
         # a pair yields two examples: draw pair events at q so that pair_fraction of examples come from pairs
         q = self.pair_fraction / (2 - self.pair_fraction) if pairs else 0.0
         while True:
@@ -249,7 +274,8 @@ class CropStream:
                 label = 1 - label
             idx, p = tab[label]
             i = int(rng.choice(idx, p=p))
-            yield aug(crop(bank.signal(i), self.n, rng)), label
+            domain = domain_of[bank.items[i].source] if label == 0 and not use_replay else -1
+            yield aug(crop(bank.signal(i), self.n, rng)), label, domain
 
     def _pair(self, f: int, r: int, aug: Augmenter, rng: np.random.Generator):
         bank, n = self.bank, self.n
@@ -266,14 +292,16 @@ class CropStream:
             a = int(rng.integers(lo, hi + 1))
             cf, cr = xf[a: a + n], xr[a + shift: a + shift + n]
         seed = int(rng.integers(2**31))
-        for x, label in ((cr, 0), (cf, 1)):
+        domain = self.domains.index(bank.items[r].source)
+        for x, label, d in ((cr, 0, domain), (cf, 1, -1)):
             aug.rng = np.random.default_rng(seed)
-            yield aug(x), label
+            yield aug(x), label, d
         aug.rng = np.random.default_rng(int(rng.integers(2**31)))
 
 
 def _batches(stream: CropStream, batch_size: int, workers: int, seed: int):
-    """Batches of (float32 [B, n], float32 [B]) from ``workers`` processes (0: in this process)."""
+    """Batches of (float32 [B, n], float32 [B], int64 [B]: crops, labels, domains) from ``workers`` processes
+    (0: in this process)."""
     import torch
     from torch.utils.data import DataLoader, IterableDataset
 
@@ -287,8 +315,53 @@ def _batches(stream: CropStream, batch_size: int, workers: int, seed: int):
     loader = DataLoader(_DS(), batch_size=batch_size, num_workers=workers,
                         persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
                         worker_init_fn=lambda _: torch.set_num_threads(1))
-    for x, y in loader:
-        yield x.float(), y.float()
+    for x, y, d in loader:
+        yield x.float(), y.float(), d.long()
+
+
+class SourceAdversary:
+    """Domain-adversarial training over the sources of the real examples (as in Ganin & Lempitsky 2015, and
+    the "aggregation" of real domains in Xie et al. 2023 for spoofing detection).
+
+    A linear classifier learns to tell a real example's source (corpus, recording set-up) from the model's
+    embedding; its gradient reaches the model reversed, so the model unlearns what tells real sources apart
+    (microphone, room, codec, speaking style) and keeps what tells real from synthetic. Synthetic examples
+    are left out: different generators leave different traces, which the model should keep apart.
+    The weight ramps up from 0 as 2 / (1 + exp(-10 p)) - 1 over the run's progress p.
+    """
+
+    def __init__(self, embedding: int, n_domains: int, weight: float, total_steps: int, device) -> None:
+        import torch
+
+        class GradReverse(torch.autograd.Function):
+            """Identity forward; the gradient times -scale backward."""
+
+            @staticmethod
+            def forward(ctx, x, scale: float):
+                ctx.scale = scale
+                return x.view_as(x)
+
+            @staticmethod
+            def backward(ctx, grad):
+                return -ctx.scale * grad, None
+
+        self.reverse = GradReverse.apply
+        self.classifier = torch.nn.Linear(embedding, n_domains).to(device)
+        self.weight, self.total_steps, self.step = weight, max(1, total_steps), 0
+
+    def loss(self, e, domains):
+        import torch
+
+        self.step += 1
+        real = domains >= 0
+        if not bool(real.any()):
+            return e.new_zeros(())
+        p = min(1.0, self.step / self.total_steps)
+        lam = self.weight * (2.0 / (1.0 + math.exp(-10.0 * p)) - 1.0)
+        reversed_e = self.reverse(e[real], lam)
+        return torch.nn.functional.cross_entropy(self.classifier(reversed_e), domains[real])
+
+
 
 
 # ---------------------------------------------------------------------------- validation
@@ -412,13 +485,19 @@ def train(
     model = (init_model if init_model is not None else build_model(base.model)).to(device)
     frontend = FrontEnd(base.features).to(device)
     start_params = [p.detach().clone() for p in model.parameters()] if config.l2sp > 0 else None
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     total_steps = config.epochs * config.steps_per_epoch
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total_steps,
-                                                pct_start=0.1 if init_model is None else 0.0)
     crop_n = int(round(base.window.seconds * base.sample_rate))
     stream = CropStream(train_bank, crop_n, config.augment, config.seed, replay_bank, config.replay_fraction,
-                        config.pair_fraction)
+                        config.pair_fraction, config.balance)
+    adversary = None
+    if config.adversary > 0 and len(stream.domains) > 1:
+        if not hasattr(model, "embed"):
+            raise ValueError("the source adversary needs a single network (members=1)")
+        adversary = SourceAdversary(base.model.embedding, len(stream.domains), config.adversary, total_steps, device)
+    params = list(model.parameters()) + (list(adversary.classifier.parameters()) if adversary else [])
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total_steps,
+                                                pct_start=0.1 if init_model is None else 0.0)
     batches = _batches(stream, config.batch_size, config.workers, config.seed)
 
     # an exponential moving average of the weights (buffers too) is smoother across the noisy validation
@@ -457,13 +536,18 @@ def train(
         model.train()
         losses = []
         for _ in range(config.steps_per_epoch):
-            x, y = next(batches)
+            x, y, d = next(batches)
             x, y = x.to(device), y.to(device)
             feats = frontend(x)
             if config.freq_mask > 0:
                 feats = mask_bands(feats, config.freq_mask, gen)
-            logits = model(feats)
-            loss = model.loss(logits, y)
+            if adversary is not None:
+                e = model.embed(feats)
+                logits = model.classify(e)
+                loss = model.loss(logits, y) + adversary.loss(e, d.to(device))
+            else:
+                logits = model(feats)
+                loss = model.loss(logits, y)
             if start_params is not None:
                 loss = loss + config.l2sp * sum(((p - p0) ** 2).sum() for p, p0 in zip(model.parameters(), start_params))
             opt.zero_grad(set_to_none=True)
