@@ -287,3 +287,19 @@ def test_source_adversary_reverses_its_gradient_and_trains(dataset):
     res = train(ClipBank(items), ValSet.build(ClipBank(items[::3]), telephone=False),
                 config=TrainConfig(epochs=2, steps_per_epoch=4, batch_size=8, workers=0, adversary=0.5))
     assert res.config.trained and len(res.history) == 2
+
+
+def test_train_through_the_cli_uses_the_shipped_recipe(dataset, tmp_path):
+    """`voiceguard train` on folders writes a checkpoint with the shipped model's front-end (60-band log linear
+    filterbank) that `voiceguard score` then loads."""
+    import json
+
+    out = run_cli("train", "--real", dataset / "real", "--fake", dataset / "fake", "--out", tmp_path / "new",
+                  "--epochs", "2", "--steps", "4", "--batch-size", "8", "--workers", "0", "--balance", "source")
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"wrote .*new\.safetensors; validation EER \d\.\d+ \(epoch \d\)", out.stdout)
+    cfg = json.loads((tmp_path / "new.json").read_text())
+    assert cfg["features"]["kind"] == "lfb" and cfg["features"]["n_filters"] == 60
+    assert cfg["model"]["n_features"] == 60
+    score = run_cli("score", next((dataset / "fake" / "it").glob("*.wav")), "--checkpoint", tmp_path / "new.safetensors")
+    assert score.returncode == 0, score.stderr

@@ -319,20 +319,37 @@ def _add_train(sub) -> None:
                                    "rebuild the shipped checkpoint use scripts/train_default.py.")
     _add_data_args(p)
     _add_train_args(p, epochs=20, steps=100, lr=2e-3, minutes=60, patience=6)
+    # the defaults are the shipped checkpoint's recipe (scripts/train_default.py)
+    p.add_argument("--features", choices=("lfb", "lfcc", "logmel"), default="lfb",
+                   help="front-end: log linear filterbank (default), LFCC with deltas, or log mel filterbank")
+    p.add_argument("--bands", type=int, default=None, help="front-end filters (default 60; 70 for lfcc)")
+    p.add_argument("--ema", type=float, default=0.995,
+                   help="validate and keep a moving average of the weights, this decay per step (0: off; "
+                        "default 0.995)")
+    p.add_argument("--balance", choices=("sqrt", "source"), default="sqrt",
+                   help="how clips are drawn across sources and speakers (default sqrt; see the README)")
+    p.add_argument("--adversary", type=float, default=0.0,
+                   help="weight of a gradient-reversed classifier of real clips' source (default 0: off)")
     p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(args) -> int:
     from . import checkpoint
     from .checkpoint import CheckpointConfig
+    from .features import FeatureConfig
+    from .model import ModelConfig
     from .train import ClipBank, ValSet, split_by_group, train
 
     items = _read_data_args(args)
     tr, va = split_by_group(items, args.val_fraction, seed=args.seed)
     print(f"train: {len(tr)} files, validation: {len(va)} files (split by speaker/source)", file=sys.stderr)
     val = ValSet.build(ClipBank(va))
-    result = train(ClipBank(tr), val, config=_train_config(args), base=CheckpointConfig(name=Path(args.out).name),
-                   progress=_show_epoch)
+    feats = FeatureConfig(kind=args.features, n_filters=args.bands or (70 if args.features == "lfcc" else 60),
+                          deltas=args.features == "lfcc")
+    base = CheckpointConfig(name=Path(args.out).name, features=feats,
+                            model=ModelConfig(n_features=feats.n_features))
+    config = _train_config(args, ema=args.ema, balance=args.balance, adversary=args.adversary)
+    result = train(ClipBank(tr), val, config=config, base=base, progress=_show_epoch)
     best = min((h for h in result.history if "eer_all" in h), key=lambda h: h["eer_all"])
     cfg = result.config.replace(training={"history": result.history, "best_epoch": best["epoch"],
                                           "train_files": len(tr), "validation_files": len(va)})
