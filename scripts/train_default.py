@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     ap.add_argument("--balance", choices=("sqrt", "source"), default="sqrt",
                     help="sampling weight of training clips: sqrt of each source's and speaker's size, or every "
                          "source alike (see ClipBank.sampling_weights)")
-    ap.add_argument("--adversary", type=float, default=0.0,
+    ap.add_argument("--adversary", type=float, default=0.3,
                     help="weight of the gradient-reversed classifier of real clips' source (0: off)")
     ap.add_argument("--ema", type=float, default=0.995,
                     help="validate and ship an exponential moving average of the weights (decay per step; 0: off)")

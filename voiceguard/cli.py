@@ -328,8 +328,8 @@ def _add_train(sub) -> None:
                         "default 0.995)")
     p.add_argument("--balance", choices=("sqrt", "source"), default="sqrt",
                    help="how clips are drawn across sources and speakers (default sqrt; see the README)")
-    p.add_argument("--adversary", type=float, default=0.0,
-                   help="weight of a gradient-reversed classifier of real clips' source (default 0: off)")
+    p.add_argument("--adversary", type=float, default=0.3,
+                   help="weight of a gradient-reversed classifier of real clips' source (default 0.3; 0: off)")
     p.set_defaults(func=_cmd_train)
 
 

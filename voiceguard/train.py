@@ -534,7 +534,7 @@ def train(
             progress(history[-1])
     for epoch in range(1, config.epochs + 1):
         model.train()
-        losses = []
+        losses, adv_losses = [], []  # detection loss; the source adversary's classification loss
         for _ in range(config.steps_per_epoch):
             x, y, d = next(batches)
             x, y = x.to(device), y.to(device)
@@ -543,23 +543,26 @@ def train(
                 feats = mask_bands(feats, config.freq_mask, gen)
             if adversary is not None:
                 e = model.embed(feats)
-                logits = model.classify(e)
-                loss = model.loss(logits, y) + adversary.loss(e, d.to(device))
+                loss = model.loss(model.classify(e), y)
+                adv_loss = adversary.loss(e, d.to(device))
+                adv_losses.append(adv_loss.item())
+                loss_total = loss + adv_loss
             else:
-                logits = model(feats)
-                loss = model.loss(logits, y)
+                loss = loss_total = model.loss(model(feats), y)
             if start_params is not None:
-                loss = loss + config.l2sp * sum(((p - p0) ** 2).sum() for p, p0 in zip(model.parameters(), start_params))
+                loss_total = loss_total + config.l2sp * sum(((p - p0) ** 2).sum()
+                                                            for p, p0 in zip(model.parameters(), start_params))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss_total.backward()
             opt.step()
             sched.step()
             if ema_model is not None:
                 ema_model.update_parameters(model)
             losses.append(loss.item())
         m, logits = evaluate_now()
-        rec = {"epoch": epoch, "loss": float(np.mean(losses)), **m, **(describe(logits) if describe else {}),
-               "seconds": round(time.time() - t0, 1)}
+        rec = {"epoch": epoch, "loss": float(np.mean(losses)),
+               **({"adversary_loss": float(np.mean(adv_losses))} if adv_losses else {}),
+               **m, **(describe(logits) if describe else {}), "seconds": round(time.time() - t0, 1)}
         history.append(rec)
         if progress:
             progress(rec)
