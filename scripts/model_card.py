@@ -127,6 +127,11 @@ def main(argv=None) -> int:
         "- Optimiser: AdamW, one-cycle LR, BCE loss"
         + (f"; an exponential moving average of the weights (decay {t['train_config']['ema']} per step) is what "
            "is validated after each epoch and shipped" if t.get("train_config", {}).get("ema") else "")
+        + (f"; a source adversary (weight {t['train_config']['adversary']}, ramped up over the run): a linear "
+           "classifier learns which training source a real clip comes from, from the 64-d embedding, and its "
+           "gradient reaches the network reversed (domain-adversarial training), so recording set-ups that tell "
+           "real sources apart are unlearnt; synthetic clips are left out of it"
+           if t.get("train_config", {}).get("adversary") else "")
         + f"; the epoch with the lowest validation EER is kept. Config: "
         f"`{json.dumps(t.get('train_config', {}))}`",
         "",
