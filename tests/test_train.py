@@ -147,8 +147,11 @@ def test_a_class_missing_from_the_new_bank_is_drawn_from_the_replay_bank(dataset
     fakes = [i for i in read_folders(dataset / "real", dataset / "fake") if i.label == 1]
     stream = CropStream(ClipBank(fakes), 16000, TrainConfig().augment, seed=3,
                         replay=ClipBank(read_folders(dataset / "real", None)), replay_fraction=0.0)
-    labels = [lab for _, (_, lab, _) in zip(range(200), stream)]
-    assert 70 <= sum(labels) <= 130  # about half synthetic, half real (from the replay bank)
+    drawn = [(lab, d) for _, (_, lab, d) in zip(range(200), stream)]
+    assert 70 <= sum(lab for lab, _ in drawn) <= 130  # about half synthetic, half real (from the replay bank)
+    # replayed real clips carry their source for the source adversary; synthetic ones do not
+    assert stream.domains == ["real"]
+    assert {d for lab, d in drawn if lab == 0} == {0} and {d for lab, d in drawn if lab == 1} == {-1}
 
 
 def test_finetune_on_fakes_only_through_the_cli(dataset, untrained_checkpoint, tmp_path):

@@ -373,6 +373,9 @@ def _add_finetune(sub) -> None:
     p.add_argument("--from", dest="checkpoint", metavar="CHECKPOINT", help="starting checkpoint (default: shipped)")
     p.add_argument("--replay", metavar="CSV", help="manifest of original training data to replay")
     _add_train_args(p, epochs=8, steps=40, lr=1e-3, minutes=8, patience=3)
+    p.add_argument("--adversary", type=float, default=0.0,
+                   help="weight of a gradient-reversed classifier of real clips' source, new and replayed "
+                        "(default 0: off)")
     p.set_defaults(func=_cmd_finetune)
 
 
@@ -390,7 +393,8 @@ def _cmd_finetune(args) -> int:
         print("no original training data found to replay; regularising towards the starting weights only",
               file=sys.stderr)
     result, report = finetune(items, model, base, replay_items=replay, original_val_items=original_val,
-                              config=_train_config(args, l2sp=1e-3, replay_fraction=0.5 if replay else 0.0),
+                              config=_train_config(args, l2sp=1e-3, replay_fraction=0.5 if replay else 0.0,
+                                                   adversary=args.adversary),
                               val_fraction=args.val_fraction, log_fn=lambda m: print(m, file=sys.stderr),
                               progress=_show_epoch)
     path = checkpoint.save(args.out, result.model, result.config)

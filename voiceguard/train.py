@@ -220,8 +220,9 @@ def crop(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
 class CropStream:
     """Endless stream of augmented (crop [shape=(n,)], label, domain) examples, half real, half synthetic.
 
-    ``domain`` is the index of a real example's source among the bank's real sources (:attr:`domains`), -1
-    for synthetic and replayed examples: what the source adversary (``TrainConfig.adversary``) tries to tell.
+    ``domain`` is the index of a real example's source among the real sources of the bank and the replay bank
+    (:attr:`domains`), -1 for synthetic examples: what the source adversary (``TrainConfig.adversary``) tries
+    to tell.
 
     With ``pair_fraction`` > 0, that share of the draws is a *matched pair*: a copy-synthesis and the real
     clip it was made from, cropped at the same place and put through the very same random channel
@@ -234,8 +235,8 @@ class CropStream:
                  pair_fraction: float = 0.0, balance: str = "sqrt") -> None:
         self.bank, self.replay, self.replay_fraction = bank, replay, replay_fraction
         self.balance = balance
-        #: the real sources of the bank, in the order of the domain indices
-        self.domains = sorted({it.source for it in bank.items if it.label == 0})
+        #: the real sources of the bank (and of the replay bank), in the order of the domain indices
+        self.domains = sorted({it.source for b in (bank, replay) if b is not None for it in b.items if it.label == 0})
         self.pair_fraction = pair_fraction
         self.n = crop_samples
         self.augment_config = augment
@@ -274,7 +275,7 @@ class CropStream:
                 label = 1 - label
             idx, p = tab[label]
             i = int(rng.choice(idx, p=p))
-            domain = domain_of[bank.items[i].source] if label == 0 and not use_replay else -1
+            domain = domain_of[bank.items[i].source] if label == 0 else -1
             yield aug(crop(bank.signal(i), self.n, rng)), label, domain
 
     def _pair(self, f: int, r: int, aug: Augmenter, rng: np.random.Generator):
