@@ -187,8 +187,7 @@ def main(argv=None) -> int:
     from voiceguard.features import FeatureConfig
     from voiceguard.model import ModelConfig
 
-    feats = FeatureConfig(kind=args.features, n_filters=args.bands or (70 if args.features == "lfcc" else 60),
-                          deltas=args.features == "lfcc")
+    feats = FeatureConfig.of_kind(args.features, args.bands)
     from voiceguard.checkpoint import WindowConfig
 
     base = CheckpointConfig(name=f"voiceguard-lcnn-{args.features}", features=feats,

@@ -290,6 +290,7 @@ def test_source_adversary_reverses_its_gradient_and_trains(dataset):
     res = train(ClipBank(items), ValSet.build(ClipBank(items[::3]), telephone=False),
                 config=TrainConfig(epochs=2, steps_per_epoch=4, batch_size=8, workers=0, adversary=0.5))
     assert res.config.trained and len(res.history) == 2
+    assert all(h["adversary_loss"] > 0 for h in res.history)  # the adversary was at work in every epoch
 
 
 def test_train_through_the_cli_uses_the_shipped_recipe(dataset, tmp_path):

@@ -344,8 +344,7 @@ def _cmd_train(args) -> int:
     tr, va = split_by_group(items, args.val_fraction, seed=args.seed)
     print(f"train: {len(tr)} files, validation: {len(va)} files (split by speaker/source)", file=sys.stderr)
     val = ValSet.build(ClipBank(va))
-    feats = FeatureConfig(kind=args.features, n_filters=args.bands or (70 if args.features == "lfcc" else 60),
-                          deltas=args.features == "lfcc")
+    feats = FeatureConfig.of_kind(args.features, args.bands)
     base = CheckpointConfig(name=Path(args.out).name, features=feats,
                             model=ModelConfig(n_features=feats.n_features))
     config = _train_config(args, ema=args.ema, balance=args.balance, adversary=args.adversary)

@@ -40,6 +40,12 @@ class FeatureConfig:
         if self.win_length > self.n_fft:
             raise ValueError(f"win_length ({self.win_length}) must not exceed n_fft ({self.n_fft})")
 
+    @classmethod
+    def of_kind(cls, kind: str, bands: int | None = None) -> "FeatureConfig":
+        """The training recipes' front-end of a kind: LFCC with deltas from 70 filters, or a 60-band filterbank
+        (``bands`` overrides the filter count)."""
+        return cls(kind=kind, n_filters=bands or (70 if kind == "lfcc" else 60), deltas=kind == "lfcc")
+
     @property
     def n_features(self) -> int:
         """Rows of the feature map."""

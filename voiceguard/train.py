@@ -252,11 +252,11 @@ class CropStream:
                 out[label] = (idx, w[idx] / w[idx].sum())
         return out
 
-    def __iter__(self) -> Iterator[tuple[np.ndarray, int]]:
+    def __iter__(self) -> Iterator[tuple[np.ndarray, int, int]]:
         rng = np.random.default_rng(self.seed)
         aug = Augmenter(self.augment_config, seed=int(rng.integers(2**31)))
         tables = self._tables(self.bank, self.balance)
-        replay_tables = self._tables(self.replay) if self.replay is not None and len(self.replay) else {}
+        replay_tables = self._tables(self.replay, self.balance) if self.replay is not None and len(self.replay) else {}
         pairs = self.bank.pairs() if self.pair_fraction > 0 else []
         domain_of = {s: d for d, s in enumerate(self.domains)}
         # a pair yields two examples: draw pair events at q so that pair_fraction of examples come from pairs
@@ -361,8 +361,6 @@ class SourceAdversary:
         lam = self.weight * (2.0 / (1.0 + math.exp(-10.0 * p)) - 1.0)
         reversed_e = self.reverse(e[real], lam)
         return torch.nn.functional.cross_entropy(self.classifier(reversed_e), domains[real])
-
-
 
 
 # ---------------------------------------------------------------------------- validation
