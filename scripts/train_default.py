@@ -14,7 +14,7 @@ WORLD / Griffin-Lim / LPC copy-synthesis of corpus clips). Validation holds out 
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
+from dataclasses import asdict, replace
 import json
 import logging
 import sys
@@ -121,6 +121,9 @@ def main(argv=None) -> int:
     ap.add_argument("--features", choices=("lfcc", "lfb", "logmel"), default="lfb", help="front-end kind")
     ap.add_argument("--bands", type=int, default=None,
                     help="filters of the front-end (default: 70 for lfcc, 60 for lfb / logmel)")
+    ap.add_argument("--freq-stride", type=int, default=1,
+                    help="stride of the LCNN's first layer along frequency (2 for fine-resolution spectra)")
+    ap.add_argument("--frame-hop", type=int, default=160, help="front-end frame step in samples (default 160: 10 ms)")
     ap.add_argument("--channels", type=int, nargs="+", default=[16, 24, 32, 32], help="LCNN channels per stage")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--head", choices=("linear", "ocsoftmax"), default="linear", help="loss / output head")
@@ -129,6 +132,8 @@ def main(argv=None) -> int:
     ap.add_argument("--pair-fraction", type=float, default=0.0,
                     help="share of training examples drawn as matched (copy-synthesis, its real original) pairs")
     ap.add_argument("--rawboost", type=float, default=0.0, help="probability of a RawBoost distortion per example")
+    ap.add_argument("--speed", type=float, default=0.0,
+                    help="probability that a training crop is played 0.88-1.12 times as fast (real and fake alike)")
     ap.add_argument("--freq-mask", type=float, default=0.0,
                     help="training only: blank a random band of up to this share of the feature rows per example")
     ap.add_argument("--balance", choices=("sqrt", "source"), default="sqrt",
@@ -183,17 +188,17 @@ def main(argv=None) -> int:
                       max_seconds=args.max_minutes * 60, workers=args.workers, seed=args.seed, patience=args.patience,
                       lr=args.lr, pair_fraction=args.pair_fraction, ema=args.ema, freq_mask=args.freq_mask,
                       balance=args.balance, adversary=args.adversary,
-                      augment=AugmentConfig(p_rawboost=args.rawboost))
+                      augment=AugmentConfig(p_rawboost=args.rawboost, p_speed=args.speed))
     from voiceguard.features import FeatureConfig
     from voiceguard.model import ModelConfig
 
-    feats = FeatureConfig.of_kind(args.features, args.bands)
+    feats = replace(FeatureConfig.of_kind(args.features, args.bands), hop_length=args.frame_hop)
     from voiceguard.checkpoint import WindowConfig
 
     base = CheckpointConfig(name=f"voiceguard-lcnn-{args.features}", features=feats,
                             window=WindowConfig(seconds=args.window, hop_seconds=args.hop or args.window),
                             model=ModelConfig(n_features=feats.n_features, channels=tuple(args.channels),
-                                              head=args.head))
+                                              head=args.head, freq_stride=args.freq_stride))
 
     def show(rec):
         log.info("epoch %s: %s", rec["epoch"], {k: round(v, 4) if isinstance(v, float) else v

@@ -25,6 +25,25 @@ def test_round_trip_gives_identical_scores(tmp_path):
         assert key in cfg
 
 
+def test_fine_resolution_front_end_round_trips(tmp_path):
+    """A 256-band spectrum every 20 ms with a frequency-strided first layer: saved, loaded, scored alike."""
+    from dataclasses import replace
+
+    from voiceguard.checkpoint import CheckpointConfig
+    from voiceguard.features import FeatureConfig
+    from voiceguard.model import ModelConfig
+
+    feats = replace(FeatureConfig.of_kind("lfb", 256), hop_length=320)
+    cfg = CheckpointConfig(name="fine", features=feats, model=ModelConfig(n_features=256, freq_stride=2))
+    d = Detector.untrained(cfg, seed=4)
+    checkpoint.save(tmp_path / "fine", d.model, cfg)
+    d2 = Detector.load(tmp_path / "fine")
+    assert d2.config.model.freq_stride == 2 and d2.config.features.hop_length == 320
+    x = speech_like(5.0, pauses=False)
+    assert d2.score_array(x, 16000).logit == pytest.approx(d.score_array(x, 16000).logit, abs=1e-5)
+    assert d2.score_array(x[:56000], 16000).logit is not None  # a short call (3.5 s, under one window) too
+
+
 def test_combined_networks_score_the_mean_of_their_window_logits(tmp_path):
     """An ensemble checkpoint (scripts/combine_checkpoints.py) round-trips and scores each window with the
     mean of its members' logits; an old single-network JSON (no `members`) still loads as one network."""

@@ -307,3 +307,28 @@ def test_train_through_the_cli_uses_the_shipped_recipe(dataset, tmp_path):
     assert cfg["model"]["n_features"] == 60
     score = run_cli("score", next((dataset / "fake" / "it").glob("*.wav")), "--checkpoint", tmp_path / "new.safetensors")
     assert score.returncode == 0, score.stderr
+
+
+def test_speed_perturbation_changes_pitch_and_keeps_crop_length(tmp_path):
+    """With p_speed=1 every crop is a faster or slower playback (pitch moved with it), still n samples long."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from voiceguard.data import read_manifest
+
+    for name, seed in (("r", 1), ("f", 2)):
+        write(tmp_path / f"{name}.wav", speech_like(3.0, 16000, seed=seed), 16000)
+    (tmp_path / "m.csv").write_text("path,label\nr.wav,real\nf.wav,fake\n")
+    bank = ClipBank(read_manifest(tmp_path / "m.csv"))
+    tone = (0.5 * np.sin(2 * np.pi * 200 * np.arange(5 * 16000) / 16000)).astype(np.float32)
+    quiet = replace(TrainConfig().augment, p_silence=0, p_reverb=0, p_noise=0, p_telephone=0, p_wideband_codec=0,
+                    p_band_limit=0)
+    stream = CropStream(bank, 16000, replace(quiet, p_speed=1.0, speed=(0.8, 1.25)), seed=5)
+    pitches = []
+    for x in (stream._crop(tone, np.random.default_rng(s)) for s in range(12)):
+        assert len(x) == 16000
+        pitches.append(np.argmax(np.abs(np.fft.rfft(x))))  # 1 Hz bins
+    assert min(pitches) < 185 and max(pitches) > 215  # 200 Hz moved both ways
+    plain = CropStream(bank, 16000, quiet, seed=5)
+    assert np.argmax(np.abs(np.fft.rfft(plain._crop(tone, np.random.default_rng(0))))) == 200

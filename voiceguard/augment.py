@@ -38,7 +38,7 @@ TELEPHONE_CODECS = ("ulaw", "alaw", "gsm", "g721", "opus8", "mp3_8")
 WIDEBAND_CODECS = ("vorbis16", "mp3_16")  # opus16 is 10x slower to encode here; used in tests
 
 
-def _fit(y: np.ndarray, n: int) -> np.ndarray:
+def fit_length(y: np.ndarray, n: int) -> np.ndarray:
     """Trim or zero-pad to exactly n samples (codecs add or drop a few)."""
     if len(y) >= n:
         return y[:n]
@@ -73,7 +73,7 @@ def codec(x: np.ndarray, name: str, sr: int = SAMPLE_RATE, *, bitrate: float | N
     buf.seek(0)
     z, _ = sf.read(buf, dtype="float32")
     z = resample(z, rate, sr) if rate != sr else z
-    return _fit(np.asarray(z, np.float32), len(x))
+    return fit_length(np.asarray(z, np.float32), len(x))
 
 
 def amr(x: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -88,7 +88,7 @@ def amr(x: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
         subprocess.run(["sox", str(src), "-C", "7", str(enc)], check=True, capture_output=True)
         subprocess.run(["sox", str(enc), "-r", "8000", str(dec)], check=True, capture_output=True)
         z, _ = sf.read(dec, dtype="float32")
-    return _fit(resample(z, 8000, sr), len(x))
+    return fit_length(resample(z, 8000, sr), len(x))
 
 
 def band_limit(x: np.ndarray, low_hz: float, high_hz: float, sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -136,6 +136,12 @@ def reverb(x: np.ndarray, rt60: float, rng: np.random.Generator, sr: int = SAMPL
 def dither(x: np.ndarray, level_db: float, rng: np.random.Generator) -> np.ndarray:
     """Add white noise at ``level_db`` dBFS RMS (removes exact digital zeros)."""
     return (x + rng.standard_normal(len(x)).astype(np.float32) * 10 ** (level_db / 20)).astype(np.float32)
+
+
+def change_speed(x: np.ndarray, factor: float, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Play ``x`` ``factor`` times faster, pitch and formants shifted together (as from a smaller or larger
+    vocal tract): a resampling, so the output has about ``len(x) / factor`` samples."""
+    return resample(np.asarray(x, np.float32), sr, int(round(sr / factor)))
 
 
 def insert_silence(x: np.ndarray, rng: np.random.Generator, sr: int = SAMPLE_RATE,
@@ -211,6 +217,8 @@ class AugmentConfig:
     p_silence: float = 0.25  # overwrite a stretch with digital zeros
     p_reverb: float = 0.15
     p_rawboost: float = 0.0  # RawBoost device/channel distortions (see rawboost)
+    p_speed: float = 0.0  # training crops played faster or slower (change_speed): more voices on both sides
+    speed: tuple[float, float] = (0.88, 1.12)
     p_noise: float = 0.35
     snr_db: tuple[float, float] = (8.0, 40.0)
     p_telephone: float = 0.45  # 8 kHz band-pass + narrowband codec

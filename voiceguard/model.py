@@ -18,6 +18,7 @@ class ModelConfig:
     n_features: int = 60  # rows of the input feature map
     channels: tuple[int, ...] = (16, 24, 32, 32)  # after each max-feature-map; first is the stem
     time_stride: int = 3  # stride of the stem along time (10 ms frames -> 30 ms)
+    freq_stride: int = 1  # stride of the stem along frequency (2 for fine-resolution spectra)
     embedding: int = 64
     dropout: float = 0.3
     head: str = "linear"  # "linear" (BCE) or "ocsoftmax" (one-class softmax, Zhang et al. 2021)
@@ -61,8 +62,9 @@ class LCNN(nn.Module):
         self.config = config
         ch = config.channels
         self.input_norm = nn.BatchNorm1d(config.n_features)
-        layers: list[nn.Module] = [_mfm_conv(1, ch[0], 3, stride=(1, config.time_stride)), nn.MaxPool2d(2)]
-        f = config.n_features // 2
+        layers: list[nn.Module] = [_mfm_conv(1, ch[0], 3, stride=(config.freq_stride, config.time_stride)),
+                                   nn.MaxPool2d(2)]
+        f = (config.n_features + config.freq_stride - 1) // config.freq_stride // 2
         for c_in, c_out in zip(ch[:-1], ch[1:]):
             layers += [_mfm_conv(c_in, c_in, 1), nn.BatchNorm2d(c_in), _mfm_conv(c_in, c_out, 3),
                        nn.MaxPool2d(2), nn.BatchNorm2d(c_out)]

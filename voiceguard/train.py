@@ -22,7 +22,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from . import audio as audio_io
-from .augment import Augmenter, AugmentConfig, telephone_copy
+from .augment import Augmenter, AugmentConfig, change_speed, fit_length, telephone_copy
 from .calibration import Calibration, threshold_for_false_alarm
 from .checkpoint import CheckpointConfig
 from .data import Item
@@ -276,7 +276,17 @@ class CropStream:
             idx, p = tab[label]
             i = int(rng.choice(idx, p=p))
             domain = domain_of[bank.items[i].source] if label == 0 else -1
-            yield aug(crop(bank.signal(i), self.n, rng)), label, domain
+            yield aug(self._crop(bank.signal(i), rng)), label, domain
+
+    def _crop(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A random crop of ``n`` samples; with ``augment.p_speed``, sometimes one of ``n * factor`` samples
+        played ``factor`` times faster (the same for real and synthetic clips)."""
+        c = self.augment_config
+        if c.p_speed and rng.random() < c.p_speed:
+            f = float(rng.uniform(*c.speed))
+            y = change_speed(crop(x, int(round(self.n * f)), rng), f, self.bank.sample_rate)
+            return fit_length(y, self.n)
+        return crop(x, self.n, rng)
 
     def _pair(self, f: int, r: int, aug: Augmenter, rng: np.random.Generator):
         bank, n = self.bank, self.n
