@@ -84,7 +84,7 @@ def main(argv=None) -> int:
         "each window's peak, mean removed per window.",
         f"- Model: light CNN with max-feature-map activations (channels {list(cfg.model.channels)}, time stride "
         f"{cfg.model.time_stride}" + (f", frequency stride {cfg.model.freq_stride}" if cfg.model.freq_stride > 1 else "")
-        + "), mean+std pooling over time, {cfg.model.embedding}-d embedding, one logit"
+        + f"), mean+std pooling over time, {cfg.model.embedding}-d embedding, one logit"
         + (f"; **{cfg.model.members} such networks, trained separately** (see Training), each window's logit is "
            "the mean of theirs" if cfg.model.members > 1 else "")
         + f"; **{n_params:,} parameters**, {weights.stat().st_size / 1024:.0f} KiB of weights (safetensors).",
