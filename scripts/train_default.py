@@ -141,6 +141,8 @@ def main(argv=None) -> int:
                          "source alike (see ClipBank.sampling_weights)")
     ap.add_argument("--adversary", type=float, default=0.3,
                     help="weight of the gradient-reversed classifier of real clips' source (0: off)")
+    ap.add_argument("--adversary-fakes", action="store_true",
+                    help="the source adversary also tells synthetic clips' sources apart (within their class)")
     ap.add_argument("--ema", type=float, default=0.995,
                     help="validate and ship an exponential moving average of the weights (decay per step; 0: off)")
     ap.add_argument("--patience", type=int, default=100,
@@ -187,7 +189,7 @@ def main(argv=None) -> int:
     cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
                       max_seconds=args.max_minutes * 60, workers=args.workers, seed=args.seed, patience=args.patience,
                       lr=args.lr, pair_fraction=args.pair_fraction, ema=args.ema, freq_mask=args.freq_mask,
-                      balance=args.balance, adversary=args.adversary,
+                      balance=args.balance, adversary=args.adversary, adversary_fakes=args.adversary_fakes,
                       augment=AugmentConfig(p_rawboost=args.rawboost, p_speed=args.speed))
     from voiceguard.features import FeatureConfig
     from voiceguard.model import ModelConfig

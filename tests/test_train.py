@@ -332,3 +332,19 @@ def test_speed_perturbation_changes_pitch_and_keeps_crop_length(tmp_path):
     assert min(pitches) < 185 and max(pitches) > 215  # 200 Hz moved both ways
     plain = CropStream(bank, 16000, quiet, seed=5)
     assert np.argmax(np.abs(np.fft.rfft(plain._crop(tone, np.random.default_rng(0))))) == 200
+
+
+def test_adversary_over_both_classes_labels_synthetic_sources_apart(dataset):
+    """With fake_domains, a synthetic example carries its source's index, after the real sources; without, -1."""
+    from dataclasses import replace
+
+    items = _two_real_sources(dataset)
+    items = [replace(it, source="tts") if it.label == 1 else it for it in items]
+    bank = ClipBank(items)
+    both = CropStream(bank, 8000, TrainConfig().augment, seed=2, fake_domains=True)
+    assert both.domains == ["a", "b", "synthetic:tts"]
+    seen = {(y, d) for _, (_, y, d) in zip(range(40), both)}
+    assert {y for y, _ in seen} == {0, 1} and {d for y, d in seen if y == 1} == {2}
+    assert {d for y, d in seen if y == 0} <= {0, 1}
+    plain = CropStream(bank, 8000, TrainConfig().augment, seed=2)
+    assert {d for _, (_, y, d) in zip(range(40), plain) if y == 1} == {-1}

@@ -50,6 +50,7 @@ class TrainConfig:
     pair_fraction: float = 0.0  # share of draws that take a copy-synthesis with its real original (see CropStream)
     freq_mask: float = 0.0  # > 0: per example, blank one random band of up to this share of the feature rows
     adversary: float = 0.0  # > 0: weight of a gradient-reversed classifier of real examples' source (see train)
+    adversary_fakes: bool = False  # the adversary also tells synthetic examples' sources apart (within their class)
     balance: str = "sqrt"  # how training clips are weighted across sources and speakers (ClipBank.sampling_weights)
     false_alarm_target: float = 0.02  # threshold: at most this share of held-out real clips flagged
     max_seconds: float | None = None  # stop after this much wall time
@@ -222,7 +223,8 @@ class CropStream:
 
     ``domain`` is the index of a real example's source among the real sources of the bank and the replay bank
     (:attr:`domains`), -1 for synthetic examples: what the source adversary (``TrainConfig.adversary``) tries
-    to tell.
+    to tell. With ``fake_domains``, synthetic examples get their source's index too, after the real ones (the
+    two classes' sources kept apart), so the adversary works within both classes.
 
     With ``pair_fraction`` > 0, that share of the draws is a *matched pair*: a copy-synthesis and the real
     clip it was made from, cropped at the same place and put through the very same random channel
@@ -232,11 +234,15 @@ class CropStream:
 
     def __init__(self, bank: ClipBank, crop_samples: int, augment: AugmentConfig, seed: int,
                  replay: ClipBank | None = None, replay_fraction: float = 0.0,
-                 pair_fraction: float = 0.0, balance: str = "sqrt") -> None:
+                 pair_fraction: float = 0.0, balance: str = "sqrt", fake_domains: bool = False) -> None:
         self.bank, self.replay, self.replay_fraction = bank, replay, replay_fraction
         self.balance = balance
         #: the real sources of the bank (and of the replay bank), in the order of the domain indices
         self.domains = sorted({it.source for b in (bank, replay) if b is not None for it in b.items if it.label == 0})
+        if fake_domains:  # then the synthetic sources, named apart from the real ones of the same demo page
+            self.domains += sorted({f"synthetic:{it.source}" for b in (bank, replay) if b is not None
+                                    for it in b.items if it.label == 1})
+        self.fake_domains = fake_domains
         self.pair_fraction = pair_fraction
         self.n = crop_samples
         self.augment_config = augment
@@ -259,6 +265,11 @@ class CropStream:
         replay_tables = self._tables(self.replay, self.balance) if self.replay is not None and len(self.replay) else {}
         pairs = self.bank.pairs() if self.pair_fraction > 0 else []
         domain_of = {s: d for d, s in enumerate(self.domains)}
+
+        def domain(it) -> int:
+            if it.label == 0:
+                return domain_of[it.source]
+            return domain_of[f"synthetic:{it.source}"] if self.fake_domains else -1
         # a pair yields two examples: draw pair events at q so that pair_fraction of examples come from pairs
         q = self.pair_fraction / (2 - self.pair_fraction) if pairs else 0.0
         while True:
@@ -275,8 +286,7 @@ class CropStream:
                 label = 1 - label
             idx, p = tab[label]
             i = int(rng.choice(idx, p=p))
-            domain = domain_of[bank.items[i].source] if label == 0 else -1
-            yield aug(self._crop(bank.signal(i), rng)), label, domain
+            yield aug(self._crop(bank.signal(i), rng)), label, domain(bank.items[i])
 
     def _crop(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """A random crop of ``n`` samples; with ``augment.p_speed``, sometimes one of ``n * factor`` samples
@@ -303,8 +313,8 @@ class CropStream:
             a = int(rng.integers(lo, hi + 1))
             cf, cr = xf[a: a + n], xr[a + shift: a + shift + n]
         seed = int(rng.integers(2**31))
-        domain = self.domains.index(bank.items[r].source)
-        for x, label, d in ((cr, 0, domain), (cf, 1, -1)):
+        d_fake = self.domains.index(f"synthetic:{bank.items[f].source}") if self.fake_domains else -1
+        for x, label, d in ((cr, 0, self.domains.index(bank.items[r].source)), (cf, 1, d_fake)):
             aug.rng = np.random.default_rng(seed)
             yield aug(x), label, d
         aug.rng = np.random.default_rng(int(rng.integers(2**31)))
@@ -337,7 +347,8 @@ class SourceAdversary:
     A linear classifier learns to tell a real example's source (corpus, recording set-up) from the model's
     embedding; its gradient reaches the model reversed, so the model unlearns what tells real sources apart
     (microphone, room, codec, speaking style) and keeps what tells real from synthetic. Synthetic examples
-    are left out: different generators leave different traces, which the model should keep apart.
+    are left out: different generators leave different traces, which the model should keep apart (unless
+    ``TrainConfig.adversary_fakes``: then it also tells the synthetic sources apart, within their class).
     The weight ramps up from 0 as 2 / (1 + exp(-10 p)) - 1 over the run's progress p.
     """
 
@@ -497,7 +508,7 @@ def train(
     total_steps = config.epochs * config.steps_per_epoch
     crop_n = int(round(base.window.seconds * base.sample_rate))
     stream = CropStream(train_bank, crop_n, config.augment, config.seed, replay_bank, config.replay_fraction,
-                        config.pair_fraction, config.balance)
+                        config.pair_fraction, config.balance, fake_domains=config.adversary_fakes)
     adversary = None
     if config.adversary > 0 and len(stream.domains) > 1:
         if not hasattr(model, "embed"):
