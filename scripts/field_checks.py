@@ -25,11 +25,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.train_default import HELD_OUT_SOURCES  # noqa: E402
+from scripts.train_default import HELD_OUT_SOURCES, heldout_valset  # noqa: E402
 from voiceguard import audio  # noqa: E402
 from voiceguard.augment import codec, telephone_copy  # noqa: E402
 from voiceguard.data import read_manifest  # noqa: E402
 from voiceguard.detector import Detector  # noqa: E402
+from voiceguard.train import copy_pairs, score_valset  # noqa: E402
 
 SR = 16000
 
@@ -47,27 +48,22 @@ def stitch(clips: list[np.ndarray], minutes: float, rng) -> np.ndarray:
 
 def copies_against_originals(det: Detector) -> str:
     """Share of held-out copy-syntheses scored above their own original, per vocoder and condition (Markdown)."""
-    from scripts.train_default import heldout_valset
-    from voiceguard.calibration import Calibration
-    from voiceguard.train import score_valset
-
     val = heldout_valset(det.config.training)
-    raw = Detector(det.model, det.config.replace(calibration=Calibration()), device="cpu")
-    logits = score_valset(raw, val)
-    where = {(Path(it.path).as_posix(), c): i for i, (it, c) in enumerate(zip(val.items, val.condition))}
+    logits = score_valset(det, val)  # raw call logits: the comparison needs no calibration
     wins: dict[tuple[str, str], list[bool]] = {}
-    for i, (it, cond) in enumerate(zip(val.items, val.condition)):
-        orig = str(it.extra.get("orig_path") or "")
-        if it.label != 1 or not orig:
-            continue
-        j = next((j for (p, c), j in where.items() if c == cond and p.endswith(orig)), None)
-        if j is not None and np.isfinite(logits[i]) and np.isfinite(logits[j]):
-            wins.setdefault((it.generator.split("/")[0], cond), []).append(bool(logits[i] > logits[j]))
+    for cond in ("clean", "telephone"):
+        idx = [i for i, c in enumerate(val.condition) if c == cond]
+        items = [val.items[i] for i in idx]
+        for f, r in copy_pairs(items):
+            zf, zr = logits[idx[f]], logits[idx[r]]
+            if np.isfinite(zf) and np.isfinite(zr):  # an inconclusive clip counts neither way
+                wins.setdefault((items[f].generator.split("/")[0], cond), []).append(bool(zf > zr))
     lines = ["| vocoder | pairs | copy scored above its original: clean | telephone |", "|---|---|---|---|"]
     for gen in sorted({g for g, _ in wins}):
         c, t = wins.get((gen, "clean"), []), wins.get((gen, "telephone"), [])
-        lines.append(f"| {gen} | {len(c)} | {np.mean(c):.0%} | {np.mean(t):.0%} |" if c and t else f"| {gen} | – | – | – |")
-        print(gen, len(c), np.mean(c) if c else None, np.mean(t) if t else None, flush=True)
+        share = lambda w: f"{np.mean(w):.0%}" if w else "–"  # noqa: E731
+        lines.append(f"| {gen} | {len(c)} | {share(c)} | {share(t)} |")
+        print(gen, len(c), share(c), share(t), flush=True)
     return ("Each vocoder copy-synthesis of a held-out real clip against that very clip (same speaker, words and "
             "recording; only the synthesis differs), clean and as a telephone copy: how often the copy gets the "
             "higher score. 50 % means the model sees nothing of the synthesis itself; the held-out EER also "

@@ -113,6 +113,29 @@ def split_new_data(items: Sequence[Item], val_fraction: float, seed: int = 0
 
 
 # ---------------------------------------------------------------------------- clips in memory
+def copy_pairs(items: Sequence[Item]) -> list[tuple[int, int]]:
+    """(synthetic index, real index) for each copy-synthesis in ``items`` whose real original is there too.
+
+    A synthetic item names its original in the manifest column ``orig_path`` (as written by
+    ``voiceguard synth`` and the scripts), relative to wherever that clip's manifest lives; it is
+    matched on the end of the real items' paths.
+    """
+    by_name: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        if it.label == 0:
+            by_name.setdefault(Path(it.path).name, []).append(i)
+    out = []
+    for i, it in enumerate(items):
+        orig = str(it.extra.get("orig_path") or "").replace("\\", "/").lstrip("./")
+        if it.label != 1 or not orig:
+            continue
+        for j in by_name.get(Path(orig).name, []):
+            if Path(items[j].path).as_posix().endswith(orig):
+                out.append((i, j))
+                break
+    return out
+
+
 #: ``balance="source"``: a source with this many clips or more weighs as much as any other
 BALANCE_FULL = 30
 
@@ -165,26 +188,9 @@ class ClipBank:
         return self.clips[i].astype(np.float32) / 32768.0
 
     def pairs(self) -> list[tuple[int, int]]:
-        """(synthetic index, real index) for each copy-synthesis whose real original is in this bank.
-
-        A synthetic item names its original in the manifest column ``orig_path`` (as written by
-        ``voiceguard synth`` and the scripts), relative to wherever that clip's manifest lives; it is
-        matched on the end of the real items' paths.
-        """
-        by_name: dict[str, list[int]] = {}
-        for i, it in enumerate(self.items):
-            if it.label == 0:
-                by_name.setdefault(Path(it.path).name, []).append(i)
-        out = []
-        for i, it in enumerate(self.items):
-            orig = str(it.extra.get("orig_path") or "").replace("\\", "/").lstrip("./")
-            if it.label != 1 or not orig:
-                continue
-            for j in by_name.get(Path(orig).name, []):
-                if Path(self.items[j].path).as_posix().endswith(orig):
-                    out.append((i, j))
-                    break
-        return out
+        """(synthetic index, real index) for each copy-synthesis whose real original is in this bank
+        (see :func:`copy_pairs`)."""
+        return copy_pairs(self.items)
 
     def sampling_weights(self, balance: str = "sqrt") -> np.ndarray:
         """Per-clip weights, so that large sources and talkative speakers (RAVDESS's two sentences, the
@@ -243,6 +249,7 @@ class CropStream:
             self.domains += sorted({f"synthetic:{it.source}" for b in (bank, replay) if b is not None
                                     for it in b.items if it.label == 1})
         self.fake_domains = fake_domains
+        self._domain_of = {s: d for d, s in enumerate(self.domains)}
         self.pair_fraction = pair_fraction
         self.n = crop_samples
         self.augment_config = augment
@@ -264,12 +271,6 @@ class CropStream:
         tables = self._tables(self.bank, self.balance)
         replay_tables = self._tables(self.replay, self.balance) if self.replay is not None and len(self.replay) else {}
         pairs = self.bank.pairs() if self.pair_fraction > 0 else []
-        domain_of = {s: d for d, s in enumerate(self.domains)}
-
-        def domain(it) -> int:
-            if it.label == 0:
-                return domain_of[it.source]
-            return domain_of[f"synthetic:{it.source}"] if self.fake_domains else -1
         # a pair yields two examples: draw pair events at q so that pair_fraction of examples come from pairs
         q = self.pair_fraction / (2 - self.pair_fraction) if pairs else 0.0
         while True:
@@ -286,7 +287,13 @@ class CropStream:
                 label = 1 - label
             idx, p = tab[label]
             i = int(rng.choice(idx, p=p))
-            yield aug(self._crop(bank.signal(i), rng)), label, domain(bank.items[i])
+            yield aug(self._crop(bank.signal(i), rng)), label, self._domain(bank.items[i])
+
+    def _domain(self, it: Item) -> int:
+        """The adversary's label of an example (see the class docstring)."""
+        if it.label == 0:
+            return self._domain_of[it.source]
+        return self._domain_of[f"synthetic:{it.source}"] if self.fake_domains else -1
 
     def _crop(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """A random crop of ``n`` samples; with ``augment.p_speed``, sometimes one of ``n * factor`` samples
@@ -313,8 +320,7 @@ class CropStream:
             a = int(rng.integers(lo, hi + 1))
             cf, cr = xf[a: a + n], xr[a + shift: a + shift + n]
         seed = int(rng.integers(2**31))
-        d_fake = self.domains.index(f"synthetic:{bank.items[f].source}") if self.fake_domains else -1
-        for x, label, d in ((cr, 0, self.domains.index(bank.items[r].source)), (cf, 1, d_fake)):
+        for x, label, d in ((cr, 0, self._domain(bank.items[r])), (cf, 1, self._domain(bank.items[f]))):
             aug.rng = np.random.default_rng(seed)
             yield aug(x), label, d
         aug.rng = np.random.default_rng(int(rng.integers(2**31)))
