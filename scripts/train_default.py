@@ -134,6 +134,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rawboost", type=float, default=0.0, help="probability of a RawBoost distortion per example")
     ap.add_argument("--speed", type=float, default=0.0,
                     help="probability that a training crop is played 0.88-1.12 times as fast (real and fake alike)")
+    ap.add_argument("--mixup", type=float, default=0.0,
+                    help="training only: mix examples pairwise, features and labels, weights ~ Beta(MIXUP, MIXUP)")
     ap.add_argument("--freq-mask", type=float, default=0.0,
                     help="training only: blank a random band of up to this share of the feature rows per example")
     ap.add_argument("--balance", choices=("sqrt", "source"), default="sqrt",
@@ -189,6 +191,7 @@ def main(argv=None) -> int:
     cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
                       max_seconds=args.max_minutes * 60, workers=args.workers, seed=args.seed, patience=args.patience,
                       lr=args.lr, pair_fraction=args.pair_fraction, ema=args.ema, freq_mask=args.freq_mask,
+                      mixup=args.mixup,
                       balance=args.balance, adversary=args.adversary, adversary_fakes=args.adversary_fakes,
                       augment=AugmentConfig(p_rawboost=args.rawboost, p_speed=args.speed))
     from voiceguard.features import FeatureConfig

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 import subprocess
 
+import numpy as np
 import pytest
 import torch
 
@@ -82,9 +83,37 @@ def test_weight_averaging_returns_the_validated_weights(dataset):
     tr, va = split_by_group(items, 0.3, seed=0)
     val = ValSet.build(ClipBank(va), telephone=False)
     res = train(ClipBank(tr), val, config=TrainConfig(epochs=2, steps_per_epoch=4, batch_size=8, workers=0,
-                                                        lr=3e-3, ema=0.9, freq_mask=0.2))
+                                                        lr=3e-3, ema=0.9, freq_mask=0.2, mixup=0.4))
     again = score_valset(Detector(res.model, res.config.replace(calibration=type(res.config.calibration)())), val)
     np.testing.assert_allclose(again, res.val_logits, rtol=1e-4, atol=1e-4)
+
+
+def test_mixup_blends_features_and_labels_alike():
+    from voiceguard.train import mix_batch
+
+    feats = torch.randn(16, 60, 50)
+    labels = torch.tensor([0.0, 1.0] * 8)
+    domains = torch.arange(16)
+    before = feats.clone()
+    mixed, soft, dom = mix_batch(feats, labels, domains, 0.4, np.random.default_rng(0))
+    assert torch.equal(feats, before) and mixed.shape == feats.shape
+    assert ((soft >= 0) & (soft <= 1)).all()
+    blends = 0
+    for i in range(16):
+        # each example is lam * itself + (1 - lam) * one example j of the batch; its label is the same blend
+        fits = []
+        for j in range(16):
+            diff = feats[i] - feats[j]
+            lam = 1.0 if j == i else float(((mixed[i] - feats[j]) * diff).sum() / (diff * diff).sum())
+            if torch.allclose(mixed[i], lam * feats[i] + (1 - lam) * feats[j], atol=1e-4):
+                fits.append((j, lam))
+        assert fits and all(-1e-6 <= lam <= 1 + 1e-6 for _, lam in fits), (i, fits)
+        assert len(fits) == 1 or all(lam > 0.999 for _, lam in fits)  # lam ~ 1: any partner fits
+        j, lam = fits[0]
+        assert torch.isclose(soft[i], lam * labels[i] + (1 - lam) * labels[j], atol=1e-4)
+        assert dom[i] == (domains[i] if lam >= 0.5 else domains[j])  # the adversary's label: the larger part
+        blends += 0.05 < lam < 0.95
+    assert blends >= 4  # Beta(0.4, 0.4) puts about half its mass in the middle
 
 
 def test_frequency_masking_blanks_one_band_per_example():

@@ -49,6 +49,7 @@ class TrainConfig:
     ema: float = 0.0  # > 0: validate and keep an exponential moving average of the weights (this decay per step)
     pair_fraction: float = 0.0  # share of draws that take a copy-synthesis with its real original (see CropStream)
     freq_mask: float = 0.0  # > 0: per example, blank one random band of up to this share of the feature rows
+    mixup: float = 0.0  # > 0: mix each batch's features pairwise, weights ~ Beta(mixup, mixup) (see mix_batch)
     adversary: float = 0.0  # > 0: weight of a gradient-reversed classifier of real examples' source (see train)
     adversary_fakes: bool = False  # the adversary also tells synthetic examples' sources apart (within their class)
     balance: str = "sqrt"  # how training clips are weighted across sources and speakers (ClipBank.sampling_weights)
@@ -462,6 +463,24 @@ def mask_bands(feats, max_fraction: float, generator):
     return feats * keep[:, :, None].to(feats.device, feats.dtype)
 
 
+def mix_batch(feats, labels, domains, alpha: float, rng: np.random.Generator):
+    """Mixup (Zhang et al. 2018) on features: each example is blended with another of the batch,
+    ``lam * a + (1 - lam) * b`` with ``lam ~ Beta(alpha, alpha)`` per example, and its label blended alike
+    (a soft target between 0 and 1). A decision that has to vary smoothly between examples of different
+    sources and classes leans less on cues that single out one recording set-up. The adversary's domain
+    label is that of the larger part. Returns new (feats, labels, domains); the inputs are left untouched."""
+    import torch
+
+    b = feats.shape[0]
+    lam_np = rng.beta(alpha, alpha, b)
+    perm = torch.from_numpy(rng.permutation(b))
+    lam = torch.from_numpy(lam_np).to(feats.device, feats.dtype)
+    mixed = lam[:, None, None] * feats + (1 - lam[:, None, None]) * feats[perm.to(feats.device)]
+    soft = lam * labels + (1 - lam) * labels[perm.to(labels.device)]
+    dom = torch.where(torch.from_numpy(lam_np >= 0.5).to(domains.device), domains, domains[perm.to(domains.device)])
+    return mixed, soft, dom
+
+
 @dataclass
 class TrainResult:
     model: object
@@ -548,6 +567,7 @@ def train(
         return val_metrics(logits, val), logits
 
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
+    mix_rng = np.random.default_rng(config.seed + 1)
     initial_logits = None
     if init_model is not None:
         m0, initial_logits = evaluate_now()
@@ -567,6 +587,8 @@ def train(
             feats = frontend(x)
             if config.freq_mask > 0:
                 feats = mask_bands(feats, config.freq_mask, gen)
+            if config.mixup > 0:
+                feats, y, d = mix_batch(feats, y.float(), d, config.mixup, mix_rng)
             if adversary is not None:
                 e = model.embed(feats)
                 loss = model.loss(model.classify(e), y)
