@@ -5,7 +5,8 @@
 
 1. Long calls: pseudo-calls of several minutes stitched from held-out *real* clips (sources never trained on),
    clean and as 8 kHz mu-law copies: how many are called synthetic? Then the same calls with 20 s of a held-out
-   generator's speech inserted: how many are flagged, and does a flagged region cover the insertion?
+   generator's speech inserted (and, as an upper bound, 20 s of a generator seen in training): how many are
+   flagged, and does a flagged region cover the insertion?
 2. Shortcut cues on held-out real clips: share flagged before/after resampling, codecs, padding, gain.
 3. Copies against their originals: each vocoder copy-synthesis (WORLD, Griffin-Lim, LPC) of a held-out real clip
    scored against that very clip, clean and as a telephone copy. Same speaker, words and recording: only the
@@ -87,44 +88,60 @@ def main(argv=None) -> int:
     fakes = [(it.generator, audio.load(it.path)[0]) for it in items if it.label == 1 and it.extra.get("duration")]
     fakes = [(g, x) for g, x in fakes if len(x) > 4 * SR]
 
+    # a generator seen in training, spliced in the same way: what the timeline finds once the model knows a voice
+    # (as after `voiceguard finetune` on it), apart from how well it generalises to voices it never saw
+    seen = [it for it in read_manifest(args.corpus)
+            if it.label == 1 and it.source not in held_out and it.extra.get("duration")]
+    seen_rng = np.random.default_rng(1)
+    seen = [seen[int(i)] for i in seen_rng.choice(len(seen), min(200, len(seen)), replace=False)]
+    seen_fakes = [(it.generator, x) for it in seen for x in [audio.load(it.path)[0]] if len(x) > 4 * SR]
+
     rows = []
     for i in range(args.calls):
         call = stitch(real, args.minutes, rng)
-        gen, fake = fakes[int(rng.integers(len(fakes)))]
-        fake = np.resize(fake, 20 * SR) * (0.5 / (np.abs(fake).max() + 1e-9))
         at = int(rng.uniform(0.2, 0.7) * len(call))
-        spliced = np.concatenate([call[:at], np.zeros(SR // 2, np.float32), fake.astype(np.float32),
-                                  np.zeros(SR // 2, np.float32), call[at:]])
-        span = ((at + SR // 2) / SR, (at + SR // 2 + 20 * SR) / SR)
-        for cond, f in (("clean", lambda x: x), ("telephone", lambda x: telephone_copy(x, "ulaw"))):
-            r_real = det.score_array(f(call), SR)
-            r_fake = det.score_array(f(spliced), SR)
-            def in_insertion(seg) -> bool:
-                return seg is not None and seg.start < span[1] and seg.end > span[0]
+        for kind, pool in (("held-out", fakes), ("seen", seen_fakes)):
+            gen, fake = pool[int(rng.integers(len(pool)))]
+            fake = np.resize(fake, 20 * SR) * (0.5 / (np.abs(fake).max() + 1e-9))
+            spliced = np.concatenate([call[:at], np.zeros(SR // 2, np.float32), fake.astype(np.float32),
+                                      np.zeros(SR // 2, np.float32), call[at:]])
+            span = ((at + SR // 2) / SR, (at + SR // 2 + 20 * SR) / SR)
+            for cond, f in (("clean", lambda x: x), ("telephone", lambda x: telephone_copy(x, "ulaw"))):
+                r_real = det.score_array(f(call), SR) if kind == "held-out" else None
+                r_fake = det.score_array(f(spliced), SR)
 
-            covered = any(in_insertion(s) for s in r_fake.regions)
-            top_in = in_insertion(r_fake.top_segment)  # the window an analyst would look at first, flagged or not
-            rows.append({"call": i, "condition": cond, "minutes": round(len(call) / SR / 60, 1),
-                         "real_p": r_real.probability, "real_verdict": r_real.verdict,
-                         "inserted": gen, "spliced_p": r_fake.probability, "spliced_verdict": r_fake.verdict,
-                         "region_covers_insertion": covered, "top_window_in_insertion": top_in})
-            print(json.dumps(rows[-1]), flush=True)
+                def in_insertion(seg) -> bool:
+                    return seg is not None and seg.start < span[1] and seg.end > span[0]
 
-    def count(cond, key, value):
-        return sum(1 for r in rows if r["condition"] == cond and r[key] == value)
+                covered = any(in_insertion(s) for s in r_fake.regions)
+                top_in = in_insertion(r_fake.top_segment)  # the window an analyst looks at first, flagged or not
+                row = {"call": i, "condition": cond, "kind": kind, "minutes": round(len(call) / SR / 60, 1),
+                       "inserted": gen, "spliced_p": r_fake.probability, "spliced_verdict": r_fake.verdict,
+                       "region_covers_insertion": covered, "top_window_in_insertion": top_in}
+                if r_real is not None:
+                    row.update(real_p=r_real.probability, real_verdict=r_real.verdict)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
 
-    lines = ["| condition | real calls called synthetic | calls with 20 s inserted, flagged | ... with a region "
-             "over the insertion | ... whose top-scoring window lies in the insertion |", "|---|---|---|---|---|"]
-    for cond in ("clean", "telephone"):
-        lines.append(f"| {cond} | {count(cond, 'real_verdict', 'synthetic')} of {args.calls} | "
-                     f"{count(cond, 'spliced_verdict', 'synthetic')} of {args.calls} | "
-                     f"{count(cond, 'region_covers_insertion', True)} of {args.calls} | "
-                     f"{count(cond, 'top_window_in_insertion', True)} of {args.calls} |")
+    def count(cond, kind, key, value):
+        return sum(1 for r in rows if r["condition"] == cond and r["kind"] == kind and r.get(key) == value)
+
+    lines = ["| condition | real calls called synthetic | 20 s inserted from | calls flagged | ... with a region "
+             "over the insertion | ... whose top-scoring window lies in the insertion |", "|---|---|---|---|---|---|"]
+    for kind, what in (("held-out", "a held-out generator"), ("seen", "a generator seen in training")):
+        for cond in ("clean", "telephone"):
+            real_calls = f"{count(cond, 'held-out', 'real_verdict', 'synthetic')} of {args.calls}"
+            lines.append(f"| {cond} | {real_calls if kind == 'held-out' else '(same calls)'} | {what} | "
+                         f"{count(cond, kind, 'spliced_verdict', 'synthetic')} of {args.calls} | "
+                         f"{count(cond, kind, 'region_covers_insertion', True)} of {args.calls} | "
+                         f"{count(cond, kind, 'top_window_in_insertion', True)} of {args.calls} |")
     long_calls = (f"{args.calls} pseudo-calls of about {args.minutes:g} min, each stitched from real clips of the "
                   "held-out sources (levels varied ±6 dB, pauses 0.2–1 s), scored clean and as 300–3400 Hz µ-law "
-                  "copies; then the same calls with 20 s of one held-out generator's speech spliced in (a 4 s window "
-                  "overlaps those 20 s at about 24 of the call's ~380 s of start times, so a top window lands there by "
-                  "chance in about 6 % of calls). "
+                  "copies; then the same calls with 20 s of synthetic speech spliced in: from one held-out "
+                  "generator (never trained on), or from a generator of the training sources (an upper bound: "
+                  "what the timeline finds once the model knows a voice, as after `voiceguard finetune`). A 4 s "
+                  "window overlaps those 20 s at about 24 of the call's ~380 s of start times, so a top window "
+                  "lands there by chance in about 6 % of calls. "
                   "Measured by `scripts/field_checks.py`.\n\n" + "\n".join(lines))
 
     # shortcut cues on held-out real clips

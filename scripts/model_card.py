@@ -166,6 +166,9 @@ def main(argv=None) -> int:
         "- Real speech far from the training data (noisy call centres, children, languages other than the ~11 in "
         "the corpus, singing, music on hold) may raise false alarms; check `speech_seconds` and the timeline.",
         "- Vocoded / codec-resynthesised real speech counts as synthetic by design.",
+        "- A short synthetic passage inside a long real call (20 s in 6 min, see \"Long calls\") is rarely "
+        "flagged, even from a generator seen in training: the long-call correction that keeps long real calls "
+        "from being flagged also lowers it. Look at the timeline's top windows, not only the verdict.",
         "- The probability is calibrated on the validation mix above (equal class weights); on your data, check "
         "it with `voiceguard evaluate` and re-fit with `voiceguard finetune`.",
         "",
