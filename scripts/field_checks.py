@@ -83,18 +83,20 @@ def main(argv=None) -> int:
     det = Detector.load(args.checkpoint, device="cpu")
     # the sources this checkpoint never trained on (as recorded by scripts/train_default.py)
     held_out = det.config.training.get("data", {}).get("held_out_sources") or HELD_OUT_SOURCES
-    items = [it for it in read_manifest(args.corpus) if it.source in held_out]
+    corpus = read_manifest(args.corpus)
+    items = [it for it in corpus if it.source in held_out]
     real = [audio.load(it.path)[0] for it in items if it.label == 0]
-    fakes = [(it.generator, audio.load(it.path)[0]) for it in items if it.label == 1 and it.extra.get("duration")]
-    fakes = [(g, x) for g, x in fakes if len(x) > 4 * SR]
 
+    def fakes_to_splice(pool) -> list[tuple[str, np.ndarray]]:  # (generator, signal) of synthetic clips over 4 s
+        loaded = ((it.generator, audio.load(it.path)[0]) for it in pool if it.label == 1 and it.extra.get("duration"))
+        return [(g, x) for g, x in loaded if len(x) > 4 * SR]
+
+    fakes = fakes_to_splice(items)
     # a generator seen in training, spliced in the same way: what the timeline finds once the model knows a voice
     # (as after `voiceguard finetune` on it), apart from how well it generalises to voices it never saw
-    seen = [it for it in read_manifest(args.corpus)
-            if it.label == 1 and it.source not in held_out and it.extra.get("duration")]
-    seen_rng = np.random.default_rng(1)
-    seen = [seen[int(i)] for i in seen_rng.choice(len(seen), min(200, len(seen)), replace=False)]
-    seen_fakes = [(it.generator, x) for it in seen for x in [audio.load(it.path)[0]] if len(x) > 4 * SR]
+    seen = [it for it in corpus if it.label == 1 and it.source not in held_out and it.extra.get("duration")]
+    pick = np.random.default_rng(1).choice(len(seen), min(200, len(seen)), replace=False)
+    seen_fakes = fakes_to_splice([seen[int(i)] for i in pick])
 
     rows = []
     for i in range(args.calls):

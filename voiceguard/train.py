@@ -473,11 +473,14 @@ def mix_batch(feats, labels, domains, alpha: float, rng: np.random.Generator):
 
     b = feats.shape[0]
     lam_np = rng.beta(alpha, alpha, b)
-    perm = torch.from_numpy(rng.permutation(b))
-    lam = torch.from_numpy(lam_np).to(feats.device, feats.dtype)
-    mixed = lam[:, None, None] * feats + (1 - lam[:, None, None]) * feats[perm.to(feats.device)]
-    soft = lam * labels + (1 - lam) * labels[perm.to(labels.device)]
-    dom = torch.where(torch.from_numpy(lam_np >= 0.5).to(domains.device), domains, domains[perm.to(domains.device)])
+    perm_np = rng.permutation(b)
+
+    def blend(t):  # lam * t + (1 - lam) * t[perm], on t's device
+        lam = torch.from_numpy(lam_np).to(t.device, t.dtype).reshape(-1, *[1] * (t.dim() - 1))
+        return lam * t + (1 - lam) * t[torch.from_numpy(perm_np).to(t.device)]
+
+    larger = torch.from_numpy(np.where(lam_np >= 0.5, np.arange(b), perm_np)).to(domains.device)
+    mixed, soft, dom = blend(feats), blend(labels), domains[larger]
     return mixed, soft, dom
 
 
