@@ -136,6 +136,9 @@ def main(argv=None) -> int:
                     help="probability that a training crop is played 0.88-1.12 times as fast (real and fake alike)")
     ap.add_argument("--mixup", type=float, default=0.0,
                     help="training only: mix examples pairwise, features and labels, weights ~ Beta(MIXUP, MIXUP)")
+    ap.add_argument("--sam", type=float, default=0.0,
+                    help="training only: sharpness-aware minimisation with this radius (e.g. 0.05; each step costs "
+                         "a second forward and backward pass)")
     ap.add_argument("--freq-mask", type=float, default=0.0,
                     help="training only: blank a random band of up to this share of the feature rows per example")
     ap.add_argument("--balance", choices=("sqrt", "source"), default="sqrt",
@@ -191,7 +194,7 @@ def main(argv=None) -> int:
     cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
                       max_seconds=args.max_minutes * 60, workers=args.workers, seed=args.seed, patience=args.patience,
                       lr=args.lr, pair_fraction=args.pair_fraction, ema=args.ema, freq_mask=args.freq_mask,
-                      mixup=args.mixup, balance=args.balance, adversary=args.adversary, adversary_fakes=args.adversary_fakes,
+                      mixup=args.mixup, sam=args.sam, balance=args.balance, adversary=args.adversary, adversary_fakes=args.adversary_fakes,
                       augment=AugmentConfig(p_rawboost=args.rawboost, p_speed=args.speed))
     from voiceguard.features import FeatureConfig
     from voiceguard.model import ModelConfig

@@ -83,7 +83,8 @@ def test_weight_averaging_returns_the_validated_weights(dataset):
     tr, va = split_by_group(items, 0.3, seed=0)
     val = ValSet.build(ClipBank(va), telephone=False)
     res = train(ClipBank(tr), val, config=TrainConfig(epochs=2, steps_per_epoch=4, batch_size=8, workers=0,
-                                                        lr=3e-3, ema=0.9, freq_mask=0.2, mixup=0.4))
+                                                        lr=3e-3, ema=0.9, freq_mask=0.2, mixup=0.4,
+                                                        sam=0.05))
     again = score_valset(Detector(res.model, res.config.replace(calibration=type(res.config.calibration)())), val)
     np.testing.assert_allclose(again, res.val_logits, rtol=1e-4, atol=1e-4)
 
@@ -114,6 +115,43 @@ def test_mixup_blends_features_and_labels_alike():
         assert dom[i] == (domains[i] if lam >= 0.5 else domains[j])  # the adversary's label: the larger part
         blends += 0.05 < lam < 0.95
     assert blends >= 4  # Beta(0.4, 0.4) puts about half its mass in the middle
+
+
+def test_sam_step_takes_the_gradient_at_the_moved_weights():
+    """SAM: the gradient left for the optimiser is the loss's gradient at w + rho * g / |g|, the weights
+    come back unchanged, and batch-norm running statistics see only the first pass."""
+    from voiceguard.train import sam_step
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.BatchNorm1d(4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    x, y = torch.randn(32, 6), torch.randn(32, 1)
+    params = list(model.parameters())
+
+    def loss_fn():
+        return ((model(x) - y) ** 2).mean()
+
+    loss_fn().backward()
+    g = [p.grad.clone() for p in params]
+    w = [p.detach().clone() for p in params]
+    stats = model[1].running_mean.clone()
+    rho = 0.3
+    norm = torch.sqrt(sum((gi ** 2).sum() for gi in g))
+    # the expected gradient, at the moved weights, in a copy
+    import copy
+
+    moved = copy.deepcopy(model)
+    with torch.no_grad():
+        for p, gi in zip(moved.parameters(), g):
+            p.add_(rho * gi / norm)
+    moved.zero_grad()
+    ((moved(x) - y) ** 2).mean().backward()
+    sam_step(model, params, rho, loss_fn)
+    for p, w0 in zip(params, w):
+        assert torch.allclose(p, w0, atol=1e-6)  # weights restored
+    for p, q, gi in zip(params, moved.parameters(), g):
+        assert torch.allclose(p.grad, q.grad, atol=1e-5)  # the moved point's gradient ...
+    assert any(not torch.allclose(p.grad, gi, atol=1e-4) for p, gi in zip(params, g))  # ... not the first one
+    assert torch.equal(model[1].running_mean, stats) and model[1].momentum == 0.1
 
 
 def test_frequency_masking_blanks_one_band_per_example():

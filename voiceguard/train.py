@@ -52,6 +52,7 @@ class TrainConfig:
     mixup: float = 0.0  # > 0: mix each batch's features pairwise, weights ~ Beta(mixup, mixup) (see mix_batch)
     adversary: float = 0.0  # > 0: weight of a gradient-reversed classifier of real examples' source (see train)
     adversary_fakes: bool = False  # the adversary also tells synthetic examples' sources apart (within their class)
+    sam: float = 0.0  # > 0: sharpness-aware minimisation, weights perturbed by this radius before each step (see sam_step)
     balance: str = "sqrt"  # how training clips are weighted across sources and speakers (ClipBank.sampling_weights)
     false_alarm_target: float = 0.02  # threshold: at most this share of held-out real clips flagged
     max_seconds: float | None = None  # stop after this much wall time
@@ -378,10 +379,10 @@ class SourceAdversary:
         self.classifier = torch.nn.Linear(embedding, n_domains).to(device)
         self.weight, self.total_steps, self.step = weight, max(1, total_steps), 0
 
-    def loss(self, e, domains):
+    def loss(self, e, domains, advance: bool = True):
         import torch
 
-        self.step += 1
+        self.step += int(advance)
         real = domains >= 0
         if not bool(real.any()):
             return e.new_zeros(())
@@ -494,6 +495,42 @@ class TrainResult:
     best_epoch: int = 0  # the epoch returned (0: the starting weights, when no epoch beat them)
 
 
+def sam_step(model, params, rho: float, loss_fn) -> None:
+    """Sharpness-aware minimisation (Foret et al. 2021): replace the gradients in ``params`` (already
+    computed at the current weights) by those at the weights moved ``rho`` along them, the worst nearby
+    point to first order, so the optimiser's step favours flat minima, which tend to carry better to unseen
+    data. The weights are restored afterwards; batch-norm running statistics are not updated by the second
+    pass."""
+    import torch
+
+    with torch.no_grad():
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
+            return
+        norm = torch.norm(torch.stack([g.norm(2) for g in grads]), 2)
+        scale = rho / (float(norm) + 1e-12)
+        moved = []
+        for p in params:
+            if p.grad is not None:
+                e = p.grad * scale
+                p.add_(e)
+                moved.append((p, e))
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0  # running statistics stay as the first pass left them
+    try:
+        for p in params:
+            p.grad = None
+        loss_fn().backward()
+    finally:
+        for m, mom in zip(norms, momenta):
+            m.momentum = mom
+        with torch.no_grad():
+            for p, e in moved:
+                p.sub_(e)
+
+
 def train(
     train_bank: ClipBank,
     val: ValSet,
@@ -569,6 +606,23 @@ def train(
         logits = score_valset(det, val)
         return val_metrics(logits, val), logits
 
+    def step_loss(feats, y, d, first: bool = True):
+        """(detection loss, total loss, adversary loss or None) at the current weights; ``first``: the
+        step's first pass (a SAM step makes a second one at moved weights, which must not advance the
+        adversary's schedule)."""
+        adv_loss = None
+        if adversary is not None:
+            e = model.embed(feats)
+            loss = model.loss(model.classify(e), y)
+            adv_loss = adversary.loss(e, d.to(device), advance=first)
+            loss_total = loss + adv_loss
+        else:
+            loss = loss_total = model.loss(model(feats), y)
+        if start_params is not None:
+            loss_total = loss_total + config.l2sp * sum(((p - p0) ** 2).sum()
+                                                        for p, p0 in zip(model.parameters(), start_params))
+        return loss, loss_total, adv_loss
+
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
     mix_rng = np.random.default_rng(config.seed + 1)
     initial_logits = None
@@ -592,19 +646,13 @@ def train(
                 feats = mask_bands(feats, config.freq_mask, gen)
             if config.mixup > 0:
                 feats, y, d = mix_batch(feats, y.float(), d, config.mixup, mix_rng)
-            if adversary is not None:
-                e = model.embed(feats)
-                loss = model.loss(model.classify(e), y)
-                adv_loss = adversary.loss(e, d.to(device))
-                adv_losses.append(adv_loss.item())
-                loss_total = loss + adv_loss
-            else:
-                loss = loss_total = model.loss(model(feats), y)
-            if start_params is not None:
-                loss_total = loss_total + config.l2sp * sum(((p - p0) ** 2).sum()
-                                                            for p, p0 in zip(model.parameters(), start_params))
             opt.zero_grad(set_to_none=True)
+            loss, loss_total, adv_loss = step_loss(feats, y, d)
             loss_total.backward()
+            if config.sam > 0:
+                sam_step(model, params, config.sam, lambda: step_loss(feats, y, d, first=False)[1])
+            if adv_loss is not None:
+                adv_losses.append(adv_loss.item())
             opt.step()
             sched.step()
             if ema_model is not None:
