@@ -50,7 +50,7 @@ def test_short_training_lowers_the_loss(dataset):
     bank = ClipBank(tr)
     val = ValSet.build(ClipBank(va), telephone=False)
     probe_stream = CropStream(bank, 64000, TrainConfig().augment, seed=123)
-    x, y, _ = next(_batches(probe_stream, 32, 0, seed=5))
+    x, y, _, _ = next(_batches(probe_stream, 32, 0, seed=5))
 
     def loss_of(model):
         from voiceguard.features import FrontEnd
@@ -214,11 +214,13 @@ def test_a_class_missing_from_the_new_bank_is_drawn_from_the_replay_bank(dataset
     fakes = [i for i in read_folders(dataset / "real", dataset / "fake") if i.label == 1]
     stream = CropStream(ClipBank(fakes), 16000, TrainConfig().augment, seed=3,
                         replay=ClipBank(read_folders(dataset / "real", None)), replay_fraction=0.0)
-    drawn = [(lab, d) for _, (_, lab, d) in zip(range(200), stream)]
-    assert 70 <= sum(lab for lab, _ in drawn) <= 130  # about half synthetic, half real (from the replay bank)
+    drawn = [(lab, d, r) for _, (_, lab, d, r) in zip(range(200), stream)]
+    assert 70 <= sum(lab for lab, _, _ in drawn) <= 130  # about half synthetic, half real (from the replay bank)
     # replayed real clips carry their source for the source adversary; synthetic ones do not
     assert stream.domains == ["real"]
-    assert {d for lab, d in drawn if lab == 0} == {0} and {d for lab, d in drawn if lab == 1} == {-1}
+    assert {d for lab, d, _ in drawn if lab == 0} == {0} and {d for lab, d, _ in drawn if lab == 1} == {-1}
+    # and each example says whether it was replayed: here exactly the real ones
+    assert all(r == (lab == 0) for lab, _, r in drawn)
 
 
 def test_finetune_on_fakes_only_through_the_cli(dataset, untrained_checkpoint, tmp_path):
@@ -266,6 +268,36 @@ def test_training_from_a_model_keeps_it_when_no_epoch_beats_it(dataset):
         torch.testing.assert_close(v, before[k])
 
 
+def test_distillation_keeps_the_replayed_clips_scores(dataset):
+    """With ``distill`` the replayed clips' logits stay nearer the starting model's than without it, while
+    the model still moves (learning without forgetting)."""
+    import copy
+
+    from voiceguard.detector import Detector
+    from voiceguard.train import score_valset
+
+    items = read_folders(dataset / "real", dataset / "fake")
+    new = [i for i in items if i.label == 1 and "/en" in i.path.replace("\\", "/")]  # a "new generator"
+    old = [i for i in items if i not in new]
+    old_val = ValSet.build(ClipBank(old), telephone=False)
+    start = train(ClipBank(old), old_val, config=TrainConfig(epochs=2, steps_per_epoch=8, batch_size=8, workers=0,
+                                                             lr=3e-3))  # a model that has learnt the old data
+    ok = np.isfinite(start.val_logits)  # clips without enough speech score NaN
+    assert ok.sum() >= 10 and np.std(start.val_logits[ok]) > 0.1
+    change = {}
+    for distill in (0.0, 1.0):
+        res = train(ClipBank(new), ValSet.build(ClipBank(new[:2] + old[:4]), telephone=False), base=start.config,
+                    init_model=copy.deepcopy(start.model), replay_bank=ClipBank(old),
+                    select=lambda logits, initial: 1.0 - 0.1 * (logits is not initial),  # keep the trained epoch
+                    config=TrainConfig(epochs=1, steps_per_epoch=6, batch_size=8, workers=0, lr=3e-3,
+                                       replay_fraction=0.5, distill=distill))
+        assert res.best_epoch == 1
+        plain = start.config.replace(calibration=type(start.config.calibration)())  # as val_logits were scored
+        after = score_valset(Detector(res.model, plain), old_val)
+        change[distill] = float(((after[ok] - start.val_logits[ok]) ** 2).mean())
+    assert change[1.0] > 0 and change[1.0] < 0.5 * change[0.0], change
+
+
 def test_finetuning_an_ensemble_moves_every_member(dataset):
     """A combined checkpoint (scripts/combine_checkpoints.py) is fine-tuned as a whole."""
     from voiceguard.detector import Detector
@@ -306,11 +338,11 @@ def test_copy_synthesis_pairs_share_crop_and_channel(tmp_path):
     assert bank.pairs() == [(fake_a, real_a)] and bank.offsets[fake_a] > bank.offsets[real_a]
     stream = iter(CropStream(bank, 32000, TrainConfig().augment, seed=1, pair_fraction=1.0))
     for _ in range(5):
-        (xr, yr, _), (xf, yf, _) = next(stream), next(stream)
+        (xr, yr, _, _), (xf, yf, _, _) = next(stream), next(stream)
         assert (yr, yf) == (0, 1)
         np.testing.assert_allclose(xr, xf, atol=1e-6)  # identical content through an identical channel
     # without pairing, both classes still come out, from all clips
-    labels = [y for _, y, _ in (next(iter(CropStream(bank, 32000, TrainConfig().augment, seed=s))) for s in range(20))]
+    labels = [y for _, y, _, _ in (next(iter(CropStream(bank, 32000, TrainConfig().augment, seed=s))) for s in range(20))]
     assert set(labels) == {0, 1}
 
 
@@ -332,7 +364,7 @@ def test_source_balance_weighs_every_source_alike(dataset, monkeypatch):
     for balance in ("sqrt", "source"):
         stream = CropStream(bank, 8000, TrainConfig().augment, seed=7, balance=balance)
         assert stream.domains == ["a", "b"]
-        domains = [d for _, (_, y, d) in zip(range(600), stream) if y == 0]
+        domains = [d for _, (_, y, d, _) in zip(range(600), stream) if y == 0]
         share[balance] = domains.count(0) / len(domains)
     assert 0.42 < share["source"] < 0.58, share
     assert share["sqrt"] < 0.40, share  # sqrt: 1 against sqrt(5) speakers' worth
@@ -410,8 +442,8 @@ def test_adversary_over_both_classes_labels_synthetic_sources_apart(dataset):
     bank = ClipBank(items)
     both = CropStream(bank, 8000, TrainConfig().augment, seed=2, fake_domains=True)
     assert both.domains == ["a", "b", "synthetic:tts"]
-    seen = {(y, d) for _, (_, y, d) in zip(range(40), both)}
+    seen = {(y, d) for _, (_, y, d, _) in zip(range(40), both)}
     assert {y for y, _ in seen} == {0, 1} and {d for y, d in seen if y == 1} == {2}
     assert {d for y, d in seen if y == 0} <= {0, 1}
     plain = CropStream(bank, 8000, TrainConfig().augment, seed=2)
-    assert {d for _, (_, y, d) in zip(range(40), plain) if y == 1} == {-1}
+    assert {d for _, (_, y, d, _) in zip(range(40), plain) if y == 1} == {-1}

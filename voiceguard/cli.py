@@ -375,6 +375,9 @@ def _add_finetune(sub) -> None:
     p.add_argument("--adversary", type=float, default=0.0,
                    help="weight of a gradient-reversed classifier of real clips' source, new and replayed "
                         "(default 0: off)")
+    p.add_argument("--distill", type=float, default=0.0,
+                   help="weight of a loss keeping the replayed clips' scores near the starting model's "
+                        "(learning without forgetting; default 0: off)")
     p.set_defaults(func=_cmd_finetune)
 
 
@@ -393,7 +396,7 @@ def _cmd_finetune(args) -> int:
               file=sys.stderr)
     result, report = finetune(items, model, base, replay_items=replay, original_val_items=original_val,
                               config=_train_config(args, l2sp=1e-3, replay_fraction=0.5 if replay else 0.0,
-                                                   adversary=args.adversary),
+                                                   adversary=args.adversary, distill=args.distill),
                               val_fraction=args.val_fraction, log_fn=lambda m: print(m, file=sys.stderr),
                               progress=_show_epoch)
     path = checkpoint.save(args.out, result.model, result.config)

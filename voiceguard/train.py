@@ -45,6 +45,7 @@ class TrainConfig:
     seed: int = 0
     workers: int = 1  # processes preparing augmented crops
     l2sp: float = 0.0  # pull towards the starting weights (fine-tuning)
+    distill: float = 0.0  # > 0 (fine-tuning): keep the replayed examples' logits near the starting model's (see train)
     replay_fraction: float = 0.0  # share of each batch drawn from the replay bank (fine-tuning)
     ema: float = 0.0  # > 0: validate and keep an exponential moving average of the weights (this decay per step)
     pair_fraction: float = 0.0  # share of draws that take a copy-synthesis with its real original (see CropStream)
@@ -267,7 +268,7 @@ class CropStream:
                 out[label] = (idx, w[idx] / w[idx].sum())
         return out
 
-    def __iter__(self) -> Iterator[tuple[np.ndarray, int, int]]:
+    def __iter__(self) -> Iterator[tuple[np.ndarray, int, int, bool]]:
         rng = np.random.default_rng(self.seed)
         aug = Augmenter(self.augment_config, seed=int(rng.integers(2**31)))
         tables = self._tables(self.bank, self.balance)
@@ -289,7 +290,7 @@ class CropStream:
                 label = 1 - label
             idx, p = tab[label]
             i = int(rng.choice(idx, p=p))
-            yield aug(self._crop(bank.signal(i), rng)), label, self._domain(bank.items[i])
+            yield aug(self._crop(bank.signal(i), rng)), label, self._domain(bank.items[i]), use_replay
 
     def _domain(self, it: Item) -> int:
         """The adversary's label of an example (see the class docstring)."""
@@ -324,7 +325,7 @@ class CropStream:
         seed = int(rng.integers(2**31))
         for x, label, d in ((cr, 0, self._domain(bank.items[r])), (cf, 1, self._domain(bank.items[f]))):
             aug.rng = np.random.default_rng(seed)
-            yield aug(x), label, d
+            yield aug(x), label, d, False
         aug.rng = np.random.default_rng(int(rng.integers(2**31)))
 
 
@@ -344,8 +345,8 @@ def _batches(stream: CropStream, batch_size: int, workers: int, seed: int):
     loader = DataLoader(_DS(), batch_size=batch_size, num_workers=workers,
                         persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
                         worker_init_fn=lambda _: torch.set_num_threads(1))
-    for x, y, d in loader:
-        yield x.float(), y.float(), d.long()
+    for x, y, d, r in loader:
+        yield x.float(), y.float(), d.long(), r.bool()
 
 
 class SourceAdversary:
@@ -570,6 +571,18 @@ def train(
     model = (init_model if init_model is not None else build_model(base.model)).to(device)
     frontend = FrontEnd(base.features).to(device)
     start_params = [p.detach().clone() for p in model.parameters()] if config.l2sp > 0 else None
+    # learning without forgetting (Li & Hoiem 2017; "Detecting fake without forgetting", Ma et al. 2021): on
+    # replayed original examples the fine-tuned model's logits are pulled towards the starting model's,
+    # which keeps what it did on the old data (the function, where L2-SP only keeps the weights close)
+    teacher = None
+    if config.distill > 0 and init_model is not None and replay_bank is not None:
+        teacher = copy.deepcopy(model)
+        teacher.train()  # batch statistics, as the model being trained sees them ...
+        for m in teacher.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.eval()  # ... without dropout
+        for p in teacher.parameters():
+            p.requires_grad_(False)
     total_steps = config.epochs * config.steps_per_epoch
     crop_n = int(round(base.window.seconds * base.sample_rate))
     stream = CropStream(train_bank, crop_n, config.augment, config.seed, replay_bank, config.replay_fraction,
@@ -606,18 +619,22 @@ def train(
         logits = score_valset(det, val)
         return val_metrics(logits, val), logits
 
-    def step_loss(feats, y, d, first: bool = True):
+    def step_loss(feats, y, d, first: bool = True, replayed=None, target=None):
         """(detection loss, total loss, adversary loss or None) at the current weights; ``first``: the
         step's first pass (a SAM step makes a second one at moved weights, which must not advance the
-        adversary's schedule)."""
+        adversary's schedule). ``target``: the starting model's logits of the ``replayed`` examples."""
         adv_loss = None
         if adversary is not None:
             e = model.embed(feats)
-            loss = model.loss(model.classify(e), y)
+            out = model.classify(e)
+            loss = model.loss(out, y)
             adv_loss = adversary.loss(e, d.to(device), advance=first)
             loss_total = loss + adv_loss
         else:
-            loss = loss_total = model.loss(model(feats), y)
+            out = model(feats)
+            loss = loss_total = model.loss(out, y)
+        if target is not None:
+            loss_total = loss_total + config.distill * torch.nn.functional.mse_loss(out[replayed], target)
         if start_params is not None:
             loss_total = loss_total + config.l2sp * sum(((p - p0) ** 2).sum()
                                                         for p, p0 in zip(model.parameters(), start_params))
@@ -639,18 +656,24 @@ def train(
         model.train()
         losses, adv_losses = [], []  # detection loss; the source adversary's classification loss
         for _ in range(config.steps_per_epoch):
-            x, y, d = next(batches)
+            x, y, d, replayed = next(batches)
             x, y = x.to(device), y.to(device)
             feats = frontend(x)
             if config.freq_mask > 0:
                 feats = mask_bands(feats, config.freq_mask, gen)
             if config.mixup > 0:
                 feats, y, d = mix_batch(feats, y.float(), d, config.mixup, mix_rng)
+            target = None
+            replayed = replayed.to(device)
+            if teacher is not None and bool(replayed.any()):
+                with torch.no_grad():
+                    target = teacher(feats)[replayed]
             opt.zero_grad(set_to_none=True)
-            loss, loss_total, adv_loss = step_loss(feats, y, d)
+            loss, loss_total, adv_loss = step_loss(feats, y, d, replayed=replayed, target=target)
             loss_total.backward()
             if config.sam > 0:
-                sam_step(model, params, config.sam, lambda: step_loss(feats, y, d, first=False)[1])
+                sam_step(model, params, config.sam,
+                         lambda: step_loss(feats, y, d, first=False, replayed=replayed, target=target)[1])
             if adv_loss is not None:
                 adv_losses.append(adv_loss.item())
             opt.step()
