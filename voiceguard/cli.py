@@ -363,8 +363,8 @@ def _add_finetune(sub) -> None:
                        description="Fine-tune a checkpoint (default: the shipped one) on new samples, e.g. a "
                                    "new voice generator seen in your calls. Part of the new data is held out by "
                                    "speaker/source; original training data is replayed when it is on this "
-                                   "machine (or given with --replay), and the weights are pulled towards the "
-                                   "starting ones. Prints EER before and after on the new and original "
+                                   "machine (or given with --replay) and its scores kept near the starting "
+                                   "model's, and the weights are pulled towards the starting ones. Prints EER before and after on the new and original "
                                    "validation data. Flat folders (speakers unknown) are split by file; "
                                    "--fake alone works when original training data is there to replay, "
                                    "which then supplies the real speech.")
@@ -375,9 +375,9 @@ def _add_finetune(sub) -> None:
     p.add_argument("--adversary", type=float, default=0.0,
                    help="weight of a gradient-reversed classifier of real clips' source, new and replayed "
                         "(default 0: off)")
-    p.add_argument("--distill", type=float, default=0.0,
-                   help="weight of a loss keeping the replayed clips' scores near the starting model's "
-                        "(learning without forgetting; default 0: off)")
+    p.add_argument("--distill", type=float, default=1.0,
+                   help="weight of a loss keeping the replayed clips' scores near the starting model's, so it "
+                        "forgets less of what it knew (learning without forgetting; 0: off; default 1)")
     p.set_defaults(func=_cmd_finetune)
 
 

@@ -800,14 +800,15 @@ def finetune(
     The new items are split by speaker/source into train and validation parts (by file for a class whose
     speakers are unknown). New data of one class only (just the fakes of a new generator) is completed with
     the other class from the original data: replayed for training, and files of the original validation
-    data joining the new validation part. Each batch mixes new
-    clips with replayed original training clips (when available) and the loss pulls the weights towards
-    the starting ones (L2-SP). The epoch kept (and early stopping) follows the new validation part's EER, as
-    long as the original validation data loses at most ``FORGET_TOLERANCE``; the calibration is re-fitted on
-    both parts together. EERs before and after are reported on both.
+    data joining the new validation part. Each batch mixes new clips with replayed original training clips
+    (when available); the loss keeps the replayed clips' logits near the starting model's
+    (``TrainConfig.distill``) and pulls the weights towards the starting ones (L2-SP). The epoch kept (and
+    early stopping) follows the new validation part's EER, as long as the original validation data loses at
+    most ``FORGET_TOLERANCE``; the calibration is re-fitted on both parts together. EERs before and after
+    are reported on both.
     """
     t0 = time.time()
-    config = config or TrainConfig(epochs=8, steps_per_epoch=40, lr=1e-3, patience=3, l2sp=1e-3,
+    config = config or TrainConfig(epochs=8, steps_per_epoch=40, lr=1e-3, patience=3, l2sp=1e-3, distill=1.0,
                                    replay_fraction=0.5, max_seconds=8 * 60)
     new_items = list(new_items)
     new_paths = {it.path for it in new_items}  # the new data may overlap what the model was validated on
