@@ -194,7 +194,8 @@ def main(argv=None) -> int:
     cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
                       max_seconds=args.max_minutes * 60, workers=args.workers, seed=args.seed, patience=args.patience,
                       lr=args.lr, pair_fraction=args.pair_fraction, ema=args.ema, freq_mask=args.freq_mask,
-                      mixup=args.mixup, sam=args.sam, balance=args.balance, adversary=args.adversary, adversary_fakes=args.adversary_fakes,
+                      mixup=args.mixup, sam=args.sam, balance=args.balance, adversary=args.adversary,
+                      adversary_fakes=args.adversary_fakes,
                       augment=AugmentConfig(p_rawboost=args.rawboost, p_speed=args.speed))
     from voiceguard.features import FeatureConfig
     from voiceguard.model import ModelConfig

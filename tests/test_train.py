@@ -342,7 +342,8 @@ def test_copy_synthesis_pairs_share_crop_and_channel(tmp_path):
         assert (yr, yf) == (0, 1)
         np.testing.assert_allclose(xr, xf, atol=1e-6)  # identical content through an identical channel
     # without pairing, both classes still come out, from all clips
-    labels = [y for _, y, _, _ in (next(iter(CropStream(bank, 32000, TrainConfig().augment, seed=s))) for s in range(20))]
+    labels = [y for _, y, _, _ in (next(iter(CropStream(bank, 32000, TrainConfig().augment, seed=s)))
+                                   for s in range(20))]
     assert set(labels) == {0, 1}
 
 

@@ -364,10 +364,10 @@ def _add_finetune(sub) -> None:
                                    "new voice generator seen in your calls. Part of the new data is held out by "
                                    "speaker/source; original training data is replayed when it is on this "
                                    "machine (or given with --replay) and its scores kept near the starting "
-                                   "model's, and the weights are pulled towards the starting ones. Prints EER before and after on the new and original "
-                                   "validation data. Flat folders (speakers unknown) are split by file; "
-                                   "--fake alone works when original training data is there to replay, "
-                                   "which then supplies the real speech.")
+                                   "model's, and the weights are pulled towards the starting ones. Prints EER "
+                                   "before and after on the new and original validation data. Flat folders "
+                                   "(speakers unknown) are split by file; --fake alone works when original "
+                                   "training data is there to replay, which then supplies the real speech.")
     _add_data_args(p)
     p.add_argument("--from", dest="checkpoint", metavar="CHECKPOINT", help="starting checkpoint (default: shipped)")
     p.add_argument("--replay", metavar="CSV", help="manifest of original training data to replay")

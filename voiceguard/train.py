@@ -53,7 +53,7 @@ class TrainConfig:
     mixup: float = 0.0  # > 0: mix each batch's features pairwise, weights ~ Beta(mixup, mixup) (see mix_batch)
     adversary: float = 0.0  # > 0: weight of a gradient-reversed classifier of real examples' source (see train)
     adversary_fakes: bool = False  # the adversary also tells synthetic examples' sources apart (within their class)
-    sam: float = 0.0  # > 0: sharpness-aware minimisation, weights perturbed by this radius before each step (see sam_step)
+    sam: float = 0.0  # > 0: sharpness-aware minimisation, weights moved this far before each step (see sam_step)
     balance: str = "sqrt"  # how training clips are weighted across sources and speakers (ClipBank.sampling_weights)
     false_alarm_target: float = 0.02  # threshold: at most this share of held-out real clips flagged
     max_seconds: float | None = None  # stop after this much wall time
@@ -482,8 +482,7 @@ def mix_batch(feats, labels, domains, alpha: float, rng: np.random.Generator):
         return lam * t + (1 - lam) * t[torch.from_numpy(perm_np).to(t.device)]
 
     larger = torch.from_numpy(np.where(lam_np >= 0.5, np.arange(b), perm_np)).to(domains.device)
-    mixed, soft, dom = blend(feats), blend(labels), domains[larger]
-    return mixed, soft, dom
+    return blend(feats), blend(labels), domains[larger]
 
 
 @dataclass
@@ -664,8 +663,8 @@ def train(
             if config.mixup > 0:
                 feats, y, d = mix_batch(feats, y.float(), d, config.mixup, mix_rng)
             target = None
-            replayed = replayed.to(device)
             if teacher is not None and bool(replayed.any()):
+                replayed = replayed.to(device)
                 with torch.no_grad():
                     target = teacher(feats)[replayed]
             opt.zero_grad(set_to_none=True)
