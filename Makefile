@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test setup system-deps clean bench
 
 $(STAMP): pyproject.toml
+	@$(PY) -c "import shutil; f = shutil.disk_usage('.').free / 2**30; f < 7.5 and print(f'warning: {f:.1f} GiB free here; the venv (torch with its CUDA libraries) needs about 7 GiB')"
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "torch==2.14.1" "torchaudio==2.11.1"
