@@ -90,7 +90,10 @@ def main(argv=None) -> int:
         + f"; **{n_params:,} parameters**, {weights.stat().st_size / 1024:.0f} KiB of weights (safetensors).",
         f"- Windows: {cfg.window.seconds:g} s every {cfg.window.hop_seconds:g} s over {cfg.sample_rate} Hz audio; "
         f"windows with under {cfg.window.min_speech_fraction:.0%} speech (WebRTC VAD mode "
-        f"{cfg.vad.aggressiveness} + {cfg.vad.energy_floor_db:g} dBFS energy floor) are not scored.",
+        f"{cfg.vad.aggressiveness} + {cfg.vad.energy_floor_db:g} dBFS energy floor) are not scored"
+        + (f"; nor are windows where Silero VAD calls under {cfg.vad.neural_min_share:.0%} of the 32 ms frames of "
+           "the loudest half speech (tones, DTMF, music on hold, noise), nor the windows next to those."
+           if cfg.vad.neural else "."),
         f"- Call score: max over the means of {cfg.aggregation.context} consecutive window logits, then Platt "
         f"calibration (scale {cfg.calibration.scale:.3f}, bias {cfg.calibration.bias:.3f})."
         + (f" Calls with more than {cfg.aggregation.reference_runs} such runs (longer than the validation clips) "
@@ -164,7 +167,9 @@ def main(argv=None) -> int:
         "TTS and voice conversion it never saw may pass as human. Fine-tune on samples of a generator you care "
         "about (`voiceguard finetune`).",
         "- Real speech far from the training data (noisy call centres, children, languages other than the ~11 in "
-        "the corpus, singing, music on hold) may raise false alarms; check `speech_seconds` and the timeline.",
+        "the corpus, singing, music with vocals) may raise false alarms; check `speech_seconds` and the timeline. "
+        "Tones and instrumental music are not scored (see \"Tones and music on hold in real calls\"), but a window "
+        "of speech over loud music is.",
         "- Vocoded / codec-resynthesised real speech counts as synthetic by design.",
         "- A short synthetic passage inside a long real call (20 s in 6 min, see \"Long calls\") is rarely "
         "flagged, even from a generator seen in training: the long-call correction that keeps long real calls "

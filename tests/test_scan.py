@@ -154,7 +154,9 @@ def test_scan_one_row_per_file_with_errors(corpus, reference, monkeypatch):
         assert r["verdict"] in ("synthetic", "human", "inconclusive")
         assert r["model"].startswith("untrained:") and r["threshold"] == 0.5
         assert r["duration"] > 0.9 and r["channel"] is None
-    assert sum(r["probability"] is not None for r in good) >= 40  # speech-like enough to be scored
+    # speech-like enough to be scored (the neural VAD drops some windows of these synthetic buzzes, and their
+    # neighbours, so some short files are inconclusive)
+    assert sum(r["probability"] is not None for r in good) >= 30
     for name in ("flac_named.wav", "wav_named.mp3", ODD_NAME):
         assert by_path[f"rec/{name}"]["error"] == ""
     assert by_path[str(corpus["root"] / "extras" / "noext")]["error"] == ""  # absolute, as listed

@@ -22,7 +22,7 @@ import numpy as np
 from . import audio as audio_io
 from .checkpoint import CheckpointConfig
 from .errors import AudioLoadError, VoiceGuardError
-from .vad import FRAME_SECONDS, SpeechDetector
+from .vad import FRAME_SECONDS, SpeechCheck, SpeechDetector
 from .windows import flag_regions, run_scores
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,17 @@ class _Windower:
     def speech_seconds(self) -> float:
         return float(self._flags[: self.n_flags].sum()) * FRAME_SECONDS
 
+    def speech_seconds_without(self, rejected: list[tuple[int, int]], kept: list[tuple[int, int]]) -> float:
+        """Speech seconds, leaving out frames of the ``rejected`` windows (sample spans) that no ``kept``
+        window covers."""
+        flags = self._flags[: self.n_flags].copy()
+        drop = np.zeros_like(flags)
+        for a, b in rejected:
+            drop[a // self.frame: -(-b // self.frame)] = True
+        for a, b in kept:
+            drop[a // self.frame: -(-b // self.frame)] = False
+        return float((flags & ~drop).sum()) * FRAME_SECONDS
+
     def push(self, x: np.ndarray) -> list[tuple[int, np.ndarray]]:
         pending = np.concatenate([self._vad_rest, x]) if len(self._vad_rest) else x
         n_frames = len(pending) // self.frame
@@ -160,6 +171,7 @@ class _Track:
     starts: list[int] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
     logits: list[float | None] = field(default_factory=list)  # None: not speech, not scored
+    rejected: list[int] = field(default_factory=list)  # windows the neural VAD found not to be speech
 
 
 @dataclass
@@ -193,6 +205,9 @@ class Detector:
         self.config = config
         self.model = model.to(self.device).eval()
         self.frontend = FrontEnd(config.features).to(self.device).eval()
+        # second speech stage: rejects windows of tones, DTMF, music or noise the WebRTC VAD let through
+        self.speech_check = SpeechCheck(config.vad.neural_threshold, sample_rate=config.sample_rate) \
+            if config.vad.neural else None
         self.batch_size = int(batch_size)
         if threshold is not None and not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be a probability in (0, 1), got {threshold}")
@@ -356,11 +371,20 @@ class Detector:
 
         # a window shorter than the model's (a short call) is tiled to full length, as in training
         x = np.stack([item[3] if len(item[3]) == self.win else np.resize(item[3], self.win) for item in batch])
-        x += self._dither
-        with torch.inference_mode():
-            logits = self.model(self.frontend(torch.from_numpy(x).to(self.device))).float().cpu().numpy()
-        for (job, track, k, _), z in zip(batch, logits):
-            track.logits[k] = float(z)
+        keep = np.ones(len(batch), dtype=bool)
+        if self.speech_check is not None:
+            keep = self.speech_check(x) >= self.config.vad.neural_min_share
+        logits = np.zeros(len(batch), dtype=np.float32)
+        if keep.any():
+            x = x[keep] + self._dither
+            with torch.inference_mode():
+                logits[keep] = self.model(self.frontend(torch.from_numpy(x).to(self.device))).float().cpu().numpy()
+        for (job, track, k, _), z, ok in zip(batch, logits, keep):
+            if ok:
+                track.logits[k] = float(z)
+            else:
+                track.logits[k] = None
+                track.rejected.append(k)
             job.unscored -= 1
 
     def _finish(self, job: _Job) -> FileOutcome:
@@ -372,8 +396,18 @@ class Detector:
         cfg = self.config
         sr = cfg.sample_rate
         cal = cfg.calibration
-        scored = [(s, n, z) for s, n, z in zip(track.starts, track.lengths, track.logits) if z is not None]
+        logits = list(track.logits)
         speech = track.windower.speech_seconds
+        if track.rejected:
+            spans = [(s, s + n) for s, n in zip(track.starts, track.lengths)]
+            gone = [spans[k] for k in track.rejected]
+            # a window that touches one of tones or music holds the start or end of them: not scored either
+            for k, (a, b) in enumerate(spans):
+                if logits[k] is not None and any(a <= d and c <= b for c, d in gone):
+                    logits[k] = None
+            speech = track.windower.speech_seconds_without(gone, [spans[k] for k, z in enumerate(logits)
+                                                                  if z is not None])
+        scored = [(s, n, z) for s, n, z in zip(track.starts, track.lengths, logits) if z is not None]
         segments = [Segment(s / sr, (s + n) / sr, float(cal.probability(z))) for s, n, z in scored]
         base = dict(path=job.path or None, channel=track.channel, threshold=self.threshold,
                     duration=round(job.duration, 3), speech_seconds=round(speech, 2), segments=segments,
