@@ -188,6 +188,12 @@ def main(argv=None) -> int:
         return float(np.mean([p is not None and p >= det.threshold for p in ps]))
 
     z = np.zeros(SR, np.float32)
+    voices = [real[int(i)] for i in rng.choice(len(real), 5, replace=False)]
+
+    def babble(x, snr_db):  # five other held-out real voices summed, at snr_db below the clip
+        b = sum(np.resize(v, len(x)) for v in voices)
+        return b * np.sqrt(np.mean(x ** 2) / (np.mean(b ** 2) + 1e-12) / 10 ** (snr_db / 10))
+
     transforms = {
         "unchanged": lambda x: x,
         "resampled 16→8→16 kHz": lambda x: audio.resample(audio.resample(x, SR, 8000), 8000, SR),
@@ -198,6 +204,12 @@ def main(argv=None) -> int:
         "padded with 1 s digital silence": lambda x: np.concatenate([z, x, z]),
         "+12 dB (no clipping)": lambda x: x * min(3.98, 0.99 / (np.abs(x).max() + 1e-9)),
         "−12 dB": lambda x: x * 0.251,
+        "hard-clipped at +15 dB": lambda x: np.clip(x * 5.62 / (np.abs(x).max() + 1e-9), -1.0, 1.0),
+        "white noise at 20 dB SNR": lambda x: x + np.random.default_rng(0).standard_normal(len(x))
+        * np.sqrt(np.mean(x ** 2) / 100.0),
+        "5 other voices under it at 10 dB": lambda x: x + babble(x, 10.0),
+        "µ-law telephone copy, clipped at +10 dB": lambda x: telephone_copy(
+            np.clip(x * 3.16 / (np.abs(x).max() + 1e-9), -1.0, 1.0), "ulaw"),
     }
     cues = ["| transform | real clips flagged |", "|---|---|"]
     for name, f in transforms.items():

@@ -55,6 +55,10 @@ TRANSFORMS = {
     "digital silence padding": _pad_zeros,
     "+12 dB": lambda x: x * min(10 ** (12 / 20), 0.99 / np.abs(x).max()),  # up to +12 dB, without clipping
     "-12 dB": lambda x: x * 10 ** (-12 / 20),
+    # what call recorders do to real speech besides codecs: saturation and background noise
+    "hard-clipped at +15 dB": lambda x: np.clip(x * 10 ** (15 / 20) / np.abs(x).max(), -1.0, 1.0),
+    "white noise at 20 dB SNR": lambda x: x + np.random.default_rng(0).standard_normal(len(x)).astype(np.float32)
+    * np.sqrt(np.mean(x ** 2) / 100.0),
 }
 
 
