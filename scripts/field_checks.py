@@ -194,6 +194,10 @@ def main(argv=None) -> int:
         b = sum(np.resize(v, len(x)) for v in voices)
         return b * np.sqrt(np.mean(x ** 2) / (np.mean(b ** 2) + 1e-12) / 10 ** (snr_db / 10))
 
+    def music_under(x, snr_db):  # the synthetic melody of the tones check, snr_db below the clip
+        m = hold_music(len(x) / SR + 1.0, seed=len(x) % 97)[: len(x)]
+        return m * np.sqrt(np.mean(x ** 2) / (np.mean(m ** 2) + 1e-12) / 10 ** (snr_db / 10))
+
     transforms = {
         "unchanged": lambda x: x,
         "resampled 16→8→16 kHz": lambda x: audio.resample(audio.resample(x, SR, 8000), 8000, SR),
@@ -208,6 +212,8 @@ def main(argv=None) -> int:
         "white noise at 20 dB SNR": lambda x: x + np.random.default_rng(0).standard_normal(len(x))
         * np.sqrt(np.mean(x ** 2) / 100.0),
         "5 other voices under it at 10 dB": lambda x: x + babble(x, 10.0),
+        "music on hold under it at 10 dB": lambda x: x + music_under(x, 10.0),
+        "music on hold under it at 5 dB": lambda x: x + music_under(x, 5.0),
         "µ-law telephone copy, clipped at +10 dB": lambda x: telephone_copy(
             np.clip(x * 3.16 / (np.abs(x).max() + 1e-9), -1.0, 1.0), "ulaw"),
     }

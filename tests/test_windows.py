@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voiceguard.windows import AggregationConfig, call_logit, flag_regions, length_offset, window_starts
+from voiceguard.windows import AggregationConfig, call_logit, flag_regions, length_offset, touching, window_starts
 
 
 def test_shorter_than_one_window():
@@ -81,3 +81,11 @@ def test_aggregation_round_trips_through_a_checkpoint_config():
     old = cfg.to_dict()
     old["aggregation"] = {"context": 3}  # checkpoints written before the length penalty existed
     assert CheckpointConfig.from_dict(old).aggregation == AggregationConfig(context=3)
+
+
+def test_touching_marks_windows_that_share_an_edge_or_overlap():
+    starts = np.array([0, 4, 8, 12, 14])  # the last one is a tail window aligned to the end
+    ends = starts + 4
+    assert touching(starts, ends, []).tolist() == [False] * 5
+    assert touching(starts, ends, [(8, 12)]).tolist() == [False, True, True, True, False]
+    assert touching(starts, ends, [(0, 4), (14, 18)]).tolist() == [True, True, False, True, True]

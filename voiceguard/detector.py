@@ -23,7 +23,7 @@ from . import audio as audio_io
 from .checkpoint import CheckpointConfig
 from .errors import AudioLoadError, VoiceGuardError
 from .vad import FRAME_SECONDS, SpeechCheck, SpeechDetector
-from .windows import flag_regions, run_scores
+from .windows import flag_regions, run_scores, touching
 
 log = logging.getLogger(__name__)
 
@@ -402,9 +402,8 @@ class Detector:
             spans = [(s, s + n) for s, n in zip(track.starts, track.lengths)]
             gone = [spans[k] for k in track.rejected]
             # a window that touches one of tones or music holds the start or end of them: not scored either
-            for k, (a, b) in enumerate(spans):
-                if logits[k] is not None and any(a <= d and c <= b for c, d in gone):
-                    logits[k] = None
+            near = touching(np.array(track.starts), np.array([b for _, b in spans]), gone)
+            logits = [None if n else z for z, n in zip(logits, near)]
             speech = track.windower.speech_seconds_without(gone, [spans[k] for k, z in enumerate(logits)
                                                                   if z is not None])
         scored = [(s, n, z) for s, n, z in zip(track.starts, track.lengths, logits) if z is not None]

@@ -156,3 +156,28 @@ def flag_regions(
     if cur is not None:
         regions.append((cur[0], cur[1], cur[2]))
     return [r for r in regions if r[1] - r[0] >= min_duration]
+
+
+def touching(starts: np.ndarray, ends: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
+    """Which windows touch or overlap any of ``spans`` (a shared edge counts).
+
+    Parameters
+    ----------
+    starts, ends : np.ndarray [shape=(k,)], both non-decreasing (windows in time order)
+    spans : list of (start, end), same unit
+
+    Returns
+    -------
+    np.ndarray [shape=(k,), dtype=bool]
+
+    Examples
+    --------
+    >>> touching(np.array([0, 4, 8, 12]), np.array([4, 8, 12, 16]), [(8, 12)])
+    array([False,  True,  True,  True])
+    """
+    starts, ends = np.asarray(starts), np.asarray(ends)
+    mark = np.zeros(len(starts) + 1, dtype=np.int64)
+    for c, d in spans:  # windows with end >= c and start <= d
+        mark[np.searchsorted(ends, c, side="left")] += 1
+        mark[np.searchsorted(starts, d, side="right")] -= 1
+    return np.cumsum(mark)[:-1] > 0
