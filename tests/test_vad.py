@@ -59,6 +59,16 @@ def test_neural_stage_keeps_real_and_synthetic_speech(real_named, espeak_wav):
     assert sum(kept.values()) >= len(kept) - 5
 
 
+def test_early_decisions_are_the_full_checks_decisions(real):
+    check = SpeechCheck()
+    tones = [make(4.0) for make in NON_SPEECH.values()]
+    mixed = [np.concatenate([np.resize(c, 2 * SR), t[2 * SR:]]) for c, t in zip(real, tones)]  # speech, then tone
+    windows = np.stack([np.resize(c, 4 * SR) for c in real] + tones + mixed)
+    shares = check(windows)
+    for min_share in (0.1, 0.3, 0.6):
+        np.testing.assert_array_equal(check.passes(windows, min_share), shares >= min_share)
+
+
 def test_speech_check_is_the_same_alone_or_in_a_batch(real):
     check = SpeechCheck()
     win = np.stack([np.resize(c, 4 * SR) for c in real[:5]])

@@ -373,7 +373,7 @@ class Detector:
         x = np.stack([item[3] if len(item[3]) == self.win else np.resize(item[3], self.win) for item in batch])
         keep = np.ones(len(batch), dtype=bool)
         if self.speech_check is not None:
-            keep = self.speech_check(x) >= self.config.vad.neural_min_share
+            keep = self.speech_check.passes(x, self.config.vad.neural_min_share)
         logits = np.zeros(len(batch), dtype=np.float32)
         if keep.any():
             x = x[keep] + self._dither

@@ -119,7 +119,7 @@ class SpeechCheck:
         self._model = _silero()
 
     def _loudest_segments(self, windows: np.ndarray) -> np.ndarray:
-        """[B, n] at ``sample_rate`` -> the loudest segments [B * m, steps, frame] at ``rate``."""
+        """[B, n] at ``sample_rate`` -> the loudest segments, loudest first [B, m, steps, frame] at ``rate``."""
         from .audio import resample
 
         x = np.asarray(windows, dtype=np.float32)
@@ -131,16 +131,28 @@ class SpeechCheck:
             steps = y.shape[1] // self.frame
             if steps == 0:
                 raise ValueError(f"windows of {n} samples at {self.sample_rate} Hz hold no 32 ms frame")
-            return np.ascontiguousarray(y[:, : steps * self.frame]).reshape(b, steps, self.frame)
+            return np.ascontiguousarray(y[:, : steps * self.frame]).reshape(b, 1, steps, self.frame)
         segs = x[:, : k * seg].reshape(b, k, seg)
         m = min(self.n_check, k)
         loud = np.argsort(-np.einsum("bks,bks->bk", segs, segs), axis=1, kind="stable")[:, :m]
         picked = np.take_along_axis(segs, loud[:, :, None], axis=1).reshape(b * m, seg)
         y = resample(picked, self.sample_rate, self.rate)[:, : self.steps * self.frame]
-        return np.ascontiguousarray(y).reshape(b * m, self.steps, self.frame)
+        return np.ascontiguousarray(y).reshape(b, m, self.steps, self.frame)
+
+    def _speech_frames(self, segments: np.ndarray) -> np.ndarray:
+        """[S, steps, frame] -> frames called speech per segment [S], each segment from a fresh state."""
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(segments))
+        speech = torch.zeros(len(x), dtype=torch.int64)
+        with torch.inference_mode():
+            self._model.reset_states()
+            for s in range(x.shape[1]):
+                speech += (self._model(x[:, s], self.rate)[:, 0] >= self.threshold).long()
+        return speech.numpy()
 
     def segment_shares(self, windows: np.ndarray) -> np.ndarray:
-        """Share of 32 ms frames called speech in each checked (loud) segment of each window.
+        """Share of 32 ms frames called speech in each checked segment of each window, loudest first.
 
         Parameters
         ----------
@@ -151,20 +163,37 @@ class SpeechCheck:
         np.ndarray [shape=(B, m), dtype=float64] in [0, 1]; m = ``check_seconds / segment_seconds`` (fewer
         for windows too short to hold that many segments)
         """
-        import torch
-
-        b = len(windows)
-        x = torch.from_numpy(self._loudest_segments(windows))
-        speech = torch.zeros(len(x), dtype=torch.int64)
-        with torch.inference_mode():
-            self._model.reset_states()
-            for s in range(x.shape[1]):
-                speech += (self._model(x[:, s], self.rate)[:, 0] >= self.threshold).long()
-        return speech.numpy().reshape(b, -1) / float(x.shape[1])
+        segs = self._loudest_segments(windows)
+        b, m, steps, frame = segs.shape
+        return self._speech_frames(segs.reshape(b * m, steps, frame)).reshape(b, m) / float(steps)
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:
         """Share of the checked 32 ms frames of each window called speech [shape=(B,)]."""
         return self.segment_shares(windows).mean(axis=1)
+
+    def passes(self, windows: np.ndarray, min_share: float) -> np.ndarray:
+        """``self(windows) >= min_share``, the same decisions at a fraction of the cost.
+
+        Segments go through the network loudest first, one at a time across the windows still open; a window
+        leaves as soon as its speech frames reach ``min_share`` of all its checked frames, or can no longer.
+        Most windows of speech are settled by their loudest half second.
+
+        Returns
+        -------
+        np.ndarray [shape=(B,), dtype=bool]
+        """
+        segs = self._loudest_segments(windows)
+        b, m, steps, _ = segs.shape
+        need = min_share * m * steps
+        count = np.zeros(b, dtype=np.int64)
+        open_ = np.ones(b, dtype=bool)
+        for j in range(m):
+            idx = np.flatnonzero(open_)
+            if len(idx) == 0:
+                break
+            count[idx] += self._speech_frames(segs[idx, j])
+            open_[idx] = (count[idx] < need) & (count[idx] + (m - j - 1) * steps >= need)
+        return count >= need
 
 
 def _silero():
