@@ -397,7 +397,7 @@ class Detector:
         sr = cfg.sample_rate
         cal = cfg.calibration
         logits = list(track.logits)
-        speech = track.windower.speech_seconds
+        speech = left_out = track.windower.speech_seconds
         if track.rejected:
             spans = [(s, s + n) for s, n in zip(track.starts, track.lengths)]
             gone = [spans[k] for k in track.rejected]
@@ -406,6 +406,7 @@ class Detector:
             logits = [None if n else z for z, n in zip(logits, near)]
             speech = track.windower.speech_seconds_without(gone, [spans[k] for k, z in enumerate(logits)
                                                                   if z is not None])
+        left_out -= speech  # what the first stage took for speech and the Silero check did not
         scored = [(s, n, z) for s, n, z in zip(track.starts, track.lengths, logits) if z is not None]
         segments = [Segment(s / sr, (s + n) / sr, float(cal.probability(z))) for s, n, z in scored]
         base = dict(path=job.path or None, channel=track.channel, threshold=self.threshold,
@@ -417,7 +418,9 @@ class Detector:
                                **base)
         if speech < cfg.min_speech_seconds:
             return ScoreResult(probability=None, verdict="inconclusive",
-                               reason=f"only {speech:.1f} s of speech found (needs {cfg.min_speech_seconds:g} s)",
+                               reason=f"only {speech:.1f} s of speech found (needs {cfg.min_speech_seconds:g} s)"
+                                      + (f"; {left_out:.1f} s of tones, music or noise left out" if left_out >= 0.05
+                                         else ""),
                                **base)
         if not scored:
             return ScoreResult(probability=None, verdict="inconclusive",
