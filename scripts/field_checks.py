@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -148,8 +149,6 @@ def main(argv=None) -> int:
                   "Measured by `scripts/field_checks.py`.\n\n" + "\n".join(lines))
 
     # the same real calls with what call recordings hold besides speech: is any of it scored, and does it flip a call?
-    from dataclasses import replace
-
     plain = Detector(det.model, det.config.replace(vad=replace(det.config.vad, neural=False)), device="cpu")
     tone_rows = []
     for i in range(args.calls):

@@ -397,7 +397,7 @@ class Detector:
         sr = cfg.sample_rate
         cal = cfg.calibration
         logits = list(track.logits)
-        speech = left_out = track.windower.speech_seconds
+        first_stage = speech = track.windower.speech_seconds
         if track.rejected:
             spans = [(s, s + n) for s, n in zip(track.starts, track.lengths)]
             gone = [spans[k] for k in track.rejected]
@@ -406,7 +406,7 @@ class Detector:
             logits = [None if n else z for z, n in zip(logits, near)]
             speech = track.windower.speech_seconds_without(gone, [spans[k] for k, z in enumerate(logits)
                                                                   if z is not None])
-        left_out -= speech  # what the first stage took for speech and the Silero check did not
+        left_out = first_stage - speech  # what WebRTC took for speech and the Silero check did not
         scored = [(s, n, z) for s, n, z in zip(track.starts, track.lengths, logits) if z is not None]
         segments = [Segment(s / sr, (s + n) / sr, float(cal.probability(z))) for s, n, z in scored]
         base = dict(path=job.path or None, channel=track.channel, threshold=self.threshold,
