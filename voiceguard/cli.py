@@ -418,14 +418,14 @@ def _cmd_finetune(args) -> int:
 def _add_synth(sub) -> None:
     p = sub.add_parser("synth", help="make synthetic speech locally (TTS engines, vocoder copy-synthesis)",
                        description="Write spoofed clips (16 kHz FLAC) and a manifest.csv into --out, offline: TTS "
-                                   "with espeak-ng, festival, flite and the CC0 piper voice, and copy-synthesis "
+                                   "with espeak-ng, festival, flite, the CC0 piper voice and the neural Kokoro-82M, and copy-synthesis "
                                    "of your own real recordings (--real) with WORLD, Griffin-Lim and LPC. Use the "
                                    "output as --fake (or --manifest) for `voiceguard finetune`.")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (an existing one is extended)")
     p.add_argument("--real", metavar="DIR", help="real recordings to copy-synthesise (one vocoded copy each)")
     p.add_argument("--texts", metavar="FILE", help="sentences to speak, one per line (default: built-in en/it)")
     p.add_argument("--engines", nargs="*", metavar="ENGINE",
-                   help="TTS engines: espeak festival flite piper (default: all installed; none: --engines)")
+                   help="TTS engines: espeak festival flite piper kokoro (default: all installed; none: --engines)")
     p.add_argument("--vocoders", nargs="*", metavar="VOCODER", help="world griffinlim lpc (default: all)")
     p.add_argument("--langs", nargs="+", default=["en", "it"], metavar="LANG", help="TTS languages (default en it)")
     p.add_argument("-n", type=int, default=20, help="TTS clips per engine and language (default 20)")

