@@ -375,9 +375,9 @@ def _add_finetune(sub) -> None:
     p.add_argument("--adversary", type=float, default=0.0,
                    help="weight of a gradient-reversed classifier of real clips' source, new and replayed "
                         "(default 0: off)")
-    p.add_argument("--distill", type=float, default=1.0,
+    p.add_argument("--distill", type=float, default=0.5,
                    help="weight of a loss keeping the replayed clips' scores near the starting model's, so it "
-                        "forgets less of what it knew (learning without forgetting; 0: off; default 1)")
+                        "forgets less of what it knew (learning without forgetting; 0: off; default 0.5)")
     p.set_defaults(func=_cmd_finetune)
 
 
