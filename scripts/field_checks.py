@@ -189,13 +189,14 @@ def main(argv=None) -> int:
     z = np.zeros(SR, np.float32)
     voices = [real[int(i)] for i in rng.choice(len(real), 5, replace=False)]
 
-    def babble(x, snr_db):  # five other held-out real voices summed, at snr_db below the clip
-        b = sum(np.resize(v, len(x)) for v in voices)
-        return b * np.sqrt(np.mean(x ** 2) / (np.mean(b ** 2) + 1e-12) / 10 ** (snr_db / 10))
+    def under(x, noise, snr_db):  # x with noise added snr_db below it
+        return x + noise * np.sqrt(np.mean(x ** 2) / (np.mean(noise ** 2) + 1e-12) / 10 ** (snr_db / 10))
 
-    def music_under(x, snr_db):  # the synthetic melody of the tones check, snr_db below the clip
-        m = hold_music(len(x) / SR + 1.0, seed=len(x) % 97)[: len(x)]
-        return m * np.sqrt(np.mean(x ** 2) / (np.mean(m ** 2) + 1e-12) / 10 ** (snr_db / 10))
+    def babble(x, snr_db):  # five other held-out real voices summed
+        return under(x, sum(np.resize(v, len(x)) for v in voices), snr_db)
+
+    def music_under(x, snr_db):  # the synthetic melody of the tones check
+        return under(x, hold_music(len(x) / SR + 1.0, seed=len(x) % 97)[: len(x)], snr_db)
 
     transforms = {
         "unchanged": lambda x: x,
@@ -210,9 +211,9 @@ def main(argv=None) -> int:
         "hard-clipped at +15 dB": lambda x: np.clip(x * 5.62 / (np.abs(x).max() + 1e-9), -1.0, 1.0),
         "white noise at 20 dB SNR": lambda x: x + np.random.default_rng(0).standard_normal(len(x))
         * np.sqrt(np.mean(x ** 2) / 100.0),
-        "5 other voices under it at 10 dB": lambda x: x + babble(x, 10.0),
-        "music on hold under it at 10 dB": lambda x: x + music_under(x, 10.0),
-        "music on hold under it at 5 dB": lambda x: x + music_under(x, 5.0),
+        "5 other voices under it at 10 dB": lambda x: babble(x, 10.0),
+        "music on hold under it at 10 dB": lambda x: music_under(x, 10.0),
+        "music on hold under it at 5 dB": lambda x: music_under(x, 5.0),
         "µ-law telephone copy, clipped at +10 dB": lambda x: telephone_copy(
             np.clip(x * 3.16 / (np.abs(x).max() + 1e-9), -1.0, 1.0), "ulaw"),
     }

