@@ -56,7 +56,8 @@ def main(argv=None) -> int:
     except ValueError as err:
         ap.error(str(err))
     base = first.replace(name=args.name or f"{first.name}-x{len(loaded)}", model=model.config,
-                         calibration=Calibration(), aggregation=replace(first.aggregation, length_penalty=0.0))
+                         calibration=Calibration(), short_calibration=None,
+                         aggregation=replace(first.aggregation, length_penalty=0.0))
     val = heldout_valset(first.training)
     members = []
     for path, (m, cfg) in zip(args.checkpoints, loaded):
@@ -64,9 +65,9 @@ def main(argv=None) -> int:
         members.append({"checkpoint": path, **{k: cfg.training.get(k) for k in MEMBER_KEYS},
                         "rescored": {k: round(v, 4) for k, v in val_metrics(logits, val).items() if k != "n"}})
         print(path, json.dumps(members[-1]["rescored"]), flush=True)
-    logits = score_valset(Detector(model, base), val)
+    logits, short_logits = score_valset(Detector(model, base), val, short=True)
     metrics = {k: round(v, 4) for k, v in val_metrics(logits, val).items() if k != "n"}
-    config = fitted_config(base, logits, val)
+    config = fitted_config(base, logits, val, short_logits=short_logits)
     training = {k: v for k, v in first.training.items() if k not in MEMBER_KEYS + ("history",)}
     training.update({
         "command": "python scripts/combine_checkpoints.py " + " ".join(argv or sys.argv[1:]),

@@ -100,11 +100,15 @@ def main(argv=None) -> int:
            f"have every run mean lowered by {cfg.aggregation.length_penalty:g} × (√(2 ln n) − √(2 ln "
            f"{cfg.aggregation.reference_runs})) for n runs — the growth of the maximum of n scores whose spread is "
            "that of real validation clips' call logits — so long real calls are held to the short clips' "
-           "false-alarm rate (fitted on the validation set at the end of training; `scripts/fit_length_penalty.py` "
+           "false-alarm rate (fitted on the validation set at the end of training; `scripts/refit_checkpoint.py` "
            "re-fits it for a checkpoint trained before this existed)."
            if cfg.aggregation.length_penalty else ""),
         f"- Threshold: **{cfg.threshold:.3f}** — {cfg.threshold_rule}.",
-        f"- Under {cfg.min_speech_seconds:g} s of speech: verdict `inconclusive`.",
+        f"- Under {cfg.min_speech_seconds:g} s of speech: verdict `inconclusive`"
+        + (f", with a low-confidence probability from a calibration of its own (scale "
+           f"{cfg.short_calibration.scale:.3f}, bias {cfg.short_calibration.bias:.3f}), fitted on the validation "
+           "clips that short, classes weighted equally (see \"Short clips: inconclusive verdicts\")."
+           if cfg.short_calibration else "."),
         "",
         "## Training",
         *training_commands(t),

@@ -8,17 +8,20 @@ import pytest
 
 from conftest import speech_like
 from voiceguard import checkpoint
+from voiceguard.calibration import Calibration
 from voiceguard.detector import Detector
 from voiceguard.errors import CheckpointError
 
 
 def test_round_trip_gives_identical_scores(tmp_path):
     d = Detector.untrained(seed=3)
-    path = checkpoint.save(tmp_path / "m", d.model, d.config.replace(threshold=0.7, name="m"))
+    short_cal = Calibration(scale=0.4, bias=0.1)
+    path = checkpoint.save(tmp_path / "m", d.model, d.config.replace(threshold=0.7, name="m",
+                                                                    short_calibration=short_cal))
     assert path.suffix == ".safetensors" and (tmp_path / "m.json").exists()
     d2 = Detector.load(tmp_path / "m.json")
     x = speech_like(6.0, pauses=False)
-    assert d2.threshold == 0.7 and d2.config.name == "m"
+    assert d2.threshold == 0.7 and d2.config.name == "m" and d2.config.short_calibration == short_cal
     assert d2.score_array(x, 16000).logit == pytest.approx(d.score_array(x, 16000).logit, abs=1e-6)
     cfg = json.loads((tmp_path / "m.json").read_text())
     for key in ("format_version", "voiceguard_version", "features", "model", "window", "calibration", "threshold"):
@@ -107,5 +110,6 @@ def test_shipped_checkpoint_loads_and_is_trained():
     model, cfg = checkpoint.load()
     assert cfg.trained and cfg.calibration.scale != 1.0
     assert 0.5 <= cfg.threshold < 1.0 and cfg.threshold_rule
+    assert cfg.short_calibration is not None  # short clips get a low-confidence probability
     size = sum(p.stat().st_size for p in checkpoint.DEFAULT_DIR.glob("voiceguard.*"))
     assert size < 5 * 2**20  # a few MB at most

@@ -119,3 +119,22 @@ def test_synth_command_makes_a_manifest_finetune_can_read(tmp_path):
     for it in items:
         info = sf.info(it.path)
         assert info.samplerate == 16000 and info.frames > 16000
+
+
+def test_a_short_clip_is_inconclusive_with_a_low_confidence_probability(tmp_path):
+    """The shipped checkpoint on 1.8 s of espeak-ng speech: no verdict, but a probability, marked as such, in
+    the human output and in the JSON."""
+    import shutil
+
+    exe = shutil.which("espeak-ng")
+    assert exe, "espeak-ng is required for the tests (make setup installs it)"
+    wav = tmp_path / "hello.wav"
+    subprocess.run([exe, "-w", str(wav), "Hello mum, it is me."], check=True, timeout=60)
+    x, sr = sf.read(str(wav), dtype="float32")
+    assert len(x) / sr < 3.0
+    proc = run_cli("score", wav)
+    assert proc.returncode == 0, proc.stderr
+    assert "INCONCLUSIVE (only" in proc.stdout and "low confidence" in proc.stdout, proc.stdout
+    res = json.loads(run_cli("score", wav, "--json").stdout)
+    assert res["verdict"] == "inconclusive" and 0.0 < res["probability"] < 1.0
+    assert "low-confidence" in res["reason"]

@@ -80,6 +80,28 @@ def test_silence_and_tiny_files_are_inconclusive(det, tmp_path):
     assert det.score_array(short_speech, 16000).verdict == "inconclusive"
 
 
+def test_short_speech_gets_a_low_confidence_probability_from_its_own_calibration(det, untrained_checkpoint):
+    """Under min_speech_seconds of speech the verdict stays inconclusive; a checkpoint with a short-clip
+    calibration still gives the probability, from that calibration (and without one, none)."""
+    from voiceguard.calibration import Calibration
+
+    x = np.zeros(16000 * 6, np.float32)
+    x[: 30400] = speech_like(1.9, seed=12, pauses=False)
+    plain = det.score_array(x, 16000)
+    assert plain.verdict == "inconclusive" and plain.probability is None and plain.logit is not None
+    short_cal = Calibration(scale=0.4, bias=-0.1)
+    short = Detector(det.model, det.config.replace(short_calibration=short_cal)).score_array(x, 16000)
+    assert short.verdict == "inconclusive" and "low-confidence" in short.reason and not short.regions
+    assert short.logit == pytest.approx(plain.logit)
+    assert short.probability == pytest.approx(float(short_cal.probability(plain.logit)))
+    assert len(short.segments) == 1  # under 2 s of speech: one window is speech enough to score
+    assert short.segments[0].probability == pytest.approx(short.probability)
+    long = Detector(det.model, det.config.replace(short_calibration=short_cal)).score_array(
+        speech_like(6.0, seed=12), 16000)
+    assert long.verdict in ("human", "synthetic")  # enough speech: the main calibration, as before
+    assert long.probability == pytest.approx(float(det.config.calibration.probability(long.logit)))
+
+
 def test_short_call_is_scored_as_one_window(det):
     r = det.score_array(speech_like(3.8, seed=10, pauses=False), 16000)
     assert r.verdict in ("human", "synthetic")

@@ -96,7 +96,7 @@ def test_cli_evaluate_json_manifest_with_unreadable_file(corpus, tmp_path, capsy
                "--json"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0
-    assert out["counts"] == {"items": 8, "scored": 6, "inconclusive": 1, "failed": 1}
+    assert out["counts"] == {"items": 8, "scored": 6, "inconclusive": 1, "failed": 1, "scored_short": 0}
     assert set(out["groups"]) == {"gsm", "none"} and out["groups"]["gsm"]["vs"] == "group"
     met = out["metrics"]
     assert 0.0 <= met["eer"] <= 1.0 and 0.0 <= met["auc"] <= 1.0 and 0.0 <= met["min_dcf"] <= 1.0
@@ -130,3 +130,27 @@ def test_evaluate_api_and_report(corpus, tmp_path):
     text = format_report(rep)
     assert "EER" in text and "minDCF" in text and "short.wav: inconclusive" in text
     json.dumps(rep.to_dict(rows=True))  # JSON-safe
+
+
+def test_short_clips_are_scored_apart_with_the_short_calibration(corpus, tmp_path):
+    """A checkpoint with a short-clip calibration: a clip with under 2 s of speech keeps its 'inconclusive'
+    verdict but is scored (and counted apart), its score file row carrying that calibration's log-odds."""
+    from voiceguard import checkpoint
+    from voiceguard.calibration import Calibration
+    from voiceguard.detector import Detector
+    from voiceguard.evaluate import evaluate, format_report
+
+    model, cfg = checkpoint.load(corpus / "m")
+    short_cal = Calibration(scale=0.3, bias=0.2)
+    det = Detector(model, cfg.replace(short_calibration=short_cal), device="cpu")
+    x = np.zeros(SR * 6, np.float32)
+    x[: int(1.9 * SR)] = speechlike(1.9, 7)
+    sf.write(str(tmp_path / "brief.wav"), x, SR)
+    items = read_folders(corpus / "real", corpus / "fake")
+    items.append(type(items[0])(path=str(tmp_path / "brief.wav"), label=0, speaker="brief", source="t"))
+    report = evaluate(det, items, scores_csv=tmp_path / "s.csv")
+    assert report.counts["scored_short"] == 1 and report.counts["scored"] == 7
+    row = next(r for r in report.rows if r.path.endswith("brief.wav"))
+    assert row.verdict == "inconclusive" and row.probability is not None
+    assert row.score == pytest.approx(math.log(row.probability / (1 - row.probability)), abs=1e-6)
+    assert "1 of them inconclusive, too short for a verdict" in format_report(report)

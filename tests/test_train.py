@@ -451,3 +451,36 @@ def test_adversary_over_both_classes_labels_synthetic_sources_apart(dataset):
     plain = CropStream(bank, 8000, TrainConfig().augment, seed=2)
     assert {d for _, (_, y, d, _) in zip(range(40), plain) if y == 1} == {-1}
 
+
+def test_short_clips_get_their_own_calibration_fitted_with_classes_weighted_alike():
+    """The short-clip calibration is fitted only on short clips, needs enough of both classes, and weighs the
+    classes equally: a validation set where short clips are mostly synthetic does not make 'short' mean 'fake'."""
+    from types import SimpleNamespace
+
+    from voiceguard.calibration import Calibration
+    from voiceguard.checkpoint import CheckpointConfig
+    from voiceguard.train import MIN_SHORT_PER_CLASS, fit_short_calibration, fitted_config
+
+    rng = np.random.default_rng(0)
+    n_real, n_fake, n_long = 12, 60, 40
+    labels = [0] * n_real + [1] * n_fake + [0, 1] * n_long
+    val = ValSet([SimpleNamespace(label=y) for y in labels], [np.zeros(1)] * len(labels), ["clean"] * len(labels))
+    short = np.full(len(labels), np.nan)
+    short[:n_real] = rng.normal(0.0, 1.0, n_real)  # real short clips score lower ...
+    short[n_real: n_real + n_fake] = rng.normal(1.0, 1.0, n_fake)  # ... than synthetic ones, but overlap
+    logits = np.full(len(labels), np.nan)
+    logits[n_real + n_fake:] = np.tile([-2.0, 2.0], n_long) + rng.normal(0, 0.5, 2 * n_long)
+
+    cal = fit_short_calibration(short, val)
+    assert cal is not None and 0 < cal.scale < 2
+    z_mid = float(np.mean(short[:n_real]) + np.mean(short[n_real: n_real + n_fake])) / 2
+    assert abs(float(cal.probability(z_mid)) - 0.5) < 0.1  # equal weights: the midpoint stays near 0.5
+    cfg = fitted_config(CheckpointConfig(), logits, val, short_logits=short)
+    assert cfg.short_calibration == cal and cfg.calibration != cal
+
+    few = short.copy()
+    few[MIN_SHORT_PER_CLASS - 1: n_real] = np.nan  # too few real short clips: no short calibration
+    assert fit_short_calibration(few, val) is None
+    kept = Calibration(scale=0.5, bias=0.0)
+    assert fitted_config(CheckpointConfig(short_calibration=kept), logits, val, short_logits=few
+                         ).short_calibration == kept  # (fine-tuning keeps the starting checkpoint's)

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 FIELDS: tuple[str, ...] = (
     "path",  # as given on the command line / in the list / joined to the folder given
     "channel",  # None (empty) when channels were mixed
-    "probability",  # calibrated P(synthetic) for the call; None when inconclusive or failed
+    "probability",  # calibrated P(synthetic) of the call (low-confidence when inconclusive); None: failed, unscored
     "verdict",  # "synthetic" | "human" | "inconclusive" | "error"
     "threshold",  # probability at and above which the verdict is "synthetic"
     "duration",  # s

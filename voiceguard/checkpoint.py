@@ -44,6 +44,10 @@ class CheckpointConfig:
     vad: VadConfig = field(default_factory=VadConfig)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     calibration: Calibration = field(default_factory=Calibration)
+    #: calibration of the call logits of recordings with under ``min_speech_seconds`` of speech: their verdict is
+    #: "inconclusive", but they still get this low-confidence probability (fitted on such validation clips,
+    #: whose scores are less reliable, so it is flatter). None: no probability for them.
+    short_calibration: Calibration | None = None
     threshold: float = 0.5  # calibrated probability at and above which the verdict is "synthetic"
     threshold_rule: str = "default 0.5 (not fitted)"
     min_speech_seconds: float = 2.0  # less speech than this gives the verdict "inconclusive"
@@ -77,6 +81,7 @@ class CheckpointConfig:
                 features=FeatureConfig(**d["features"]), model=ModelConfig(**d["model"]),
                 window=WindowConfig(**d["window"]), vad=VadConfig(**d["vad"]),
                 aggregation=AggregationConfig(**d["aggregation"]), calibration=Calibration(**d["calibration"]),
+                short_calibration=Calibration(**d["short_calibration"]) if d.get("short_calibration") else None,
                 threshold=float(d["threshold"]), threshold_rule=str(d.get("threshold_rule", "")),
                 min_speech_seconds=float(d["min_speech_seconds"]), trained=bool(d["trained"]),
                 training=dict(d.get("training") or {}), format_version=int(version),

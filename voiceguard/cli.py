@@ -70,7 +70,8 @@ def _print_human(res, top: int) -> None:
     if res.channel is not None:
         name += f" [channel {res.channel}]"
     if res.verdict == "inconclusive":
-        print(f"{name}: INCONCLUSIVE ({res.reason}); duration {_fmt_time(res.duration)}")
+        low = f"  p(synthetic)={res.probability:.3f}, low confidence" if res.probability is not None else ""
+        print(f"{name}: INCONCLUSIVE ({res.reason}){low}; duration {_fmt_time(res.duration)}")
         return
     print(f"{name}: {res.verdict.upper()}  p(synthetic)={res.probability:.3f}  (threshold {res.threshold:.2f}; "
           f"{res.speech_seconds:.1f} s of speech in {_fmt_time(res.duration)})")

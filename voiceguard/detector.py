@@ -48,7 +48,9 @@ class ScoreResult:
 
     path: str | None
     channel: int | None  # None when channels were mixed
-    probability: float | None  # calibrated P(synthetic) for the call; None when inconclusive
+    #: calibrated P(synthetic) for the call; low-confidence when the verdict is "inconclusive" for too little
+    #: speech; None when nothing was scored (or the checkpoint has no short-clip calibration)
+    probability: float | None
     verdict: str  # "synthetic" | "human" | "inconclusive"
     threshold: float  # probability at and above which the verdict is "synthetic"
     duration: float  # s
@@ -408,6 +410,9 @@ class Detector:
                                                                   if z is not None])
         left_out = first_stage - speech  # what WebRTC took for speech and the Silero check did not
         scored = [(s, n, z) for s, n, z in zip(track.starts, track.lengths, logits) if z is not None]
+        short = speech < cfg.min_speech_seconds
+        if short and scored and cfg.short_calibration is not None:
+            cal = cfg.short_calibration  # too little speech for a verdict: a flatter, low-confidence probability
         segments = [Segment(s / sr, (s + n) / sr, float(cal.probability(z))) for s, n, z in scored]
         base = dict(path=job.path or None, channel=track.channel, threshold=self.threshold,
                     duration=round(job.duration, 3), speech_seconds=round(speech, 2), segments=segments,
@@ -416,16 +421,11 @@ class Detector:
             return ScoreResult(probability=None, verdict="inconclusive",
                                reason=f"only {job.duration:.2f} s of audio (needs {cfg.window.min_seconds:g} s)",
                                **base)
-        if speech < cfg.min_speech_seconds:
-            return ScoreResult(probability=None, verdict="inconclusive",
-                               reason=f"only {speech:.1f} s of speech found (needs {cfg.min_speech_seconds:g} s)"
-                                      + (f"; {left_out:.1f} s of tones, music or noise left out" if left_out >= 0.05
-                                         else ""),
-                               **base)
         if not scored:
             return ScoreResult(probability=None, verdict="inconclusive",
-                               reason=f"speech too scattered: no window is {cfg.window.min_speech_fraction:.0%} "
-                                      "speech", **base)
+                               reason=self._short_reason(speech, left_out) if short else
+                               f"speech too scattered: no window is {cfg.window.min_speech_fraction:.0%} speech",
+                               **base)
         # runs of `context` consecutive windows: the call score is the highest run mean, and the flagged
         # regions are the runs at or above the threshold, so a region exists exactly when the verdict is
         # "synthetic" (hysteresis only lets a region extend over neighbouring runs a little below it)
@@ -437,5 +437,14 @@ class Detector:
         regions = [Segment(a, b, p) for a, b, p in flag_regions(
             run_starts, run_ends, cal.probability(means), onset=self.threshold,
             offset=max(0.0, self.threshold - 0.1), min_duration=0.0)]
+        if short:  # a score, but no verdict: the probability (if any) comes from the short clips' calibration
+            return ScoreResult(probability=prob if cfg.short_calibration is not None else None,
+                               verdict="inconclusive", reason=self._short_reason(speech, left_out)
+                               + ("; its probability is low-confidence" if cfg.short_calibration is not None
+                                  else ""), logit=logit, **base)
         verdict = "synthetic" if prob >= self.threshold else "human"
         return ScoreResult(probability=prob, verdict=verdict, regions=regions, logit=logit, **base)
+
+    def _short_reason(self, speech: float, left_out: float) -> str:
+        return (f"only {speech:.1f} s of speech found (needs {self.config.min_speech_seconds:g} s)"
+                + (f"; {left_out:.1f} s of tones, music or noise left out" if left_out >= 0.05 else ""))

@@ -7,8 +7,10 @@
 >>> print(format_report(report))
 
 Each recording is scored as one call (channels mixed) and its calibrated call-level probability is the
-score of the metrics (see :mod:`voiceguard.metrics` for the conventions). Recordings that cannot be read or
-come out *inconclusive* (too short, too little speech) are counted and listed, not scored.
+score of the metrics (see :mod:`voiceguard.metrics` for the conventions). Recordings with too little speech
+for a verdict (*inconclusive*) are scored with the low-confidence probability the checkpoint gives them (its
+``short_calibration``) and counted apart; recordings that cannot be read, or that are inconclusive without
+a probability, are counted and listed, not scored.
 """
 from __future__ import annotations
 
@@ -119,7 +121,7 @@ def evaluate(detector, items: Sequence[Item], *, by: str | None = None,
     if by is not None and by not in GROUP_FIELDS and not any(by in it.extra for it in items):
         known = sorted(set(GROUP_FIELDS) | {k for it in items for k in it.extra})
         raise DataError(f"cannot group by {by!r}: the recordings have no such column (known: {', '.join(known)})")
-    cal = detector.config.calibration
+    cfg = detector.config
     rows: list[EvalRow] = []
     total = len(items)
     for item, outcome in zip(items, detector.score_files([it.path for it in items], channels="mix")):
@@ -133,6 +135,7 @@ def evaluate(detector, items: Sequence[Item], *, by: str | None = None,
                 rows.append(EvalRow(probability=None, score=None, verdict=res.verdict, error=res.reason, **base))
             else:
                 raw = getattr(res, "logit", None)  # the raw call logit, when the detector reports it
+                cal = cfg.short_calibration if res.verdict == "inconclusive" else cfg.calibration
                 score = float(cal.logit(raw)) if raw is not None else _log_odds(res.probability)
                 rows.append(EvalRow(probability=float(res.probability), score=score, verdict=res.verdict, **base))
         if progress is not None:
@@ -144,7 +147,7 @@ def evaluate(detector, items: Sequence[Item], *, by: str | None = None,
     thr = float(detector.threshold)
     n_failed = sum(r.verdict == "error" for r in rows)
     counts = {"items": total, "scored": len(scored), "inconclusive": total - len(scored) - n_failed,
-              "failed": n_failed}
+              "failed": n_failed, "scored_short": sum(r.verdict == "inconclusive" for r in scored)}
     if counts["failed"] or counts["inconclusive"]:
         log.warning("%d of %d recordings not scored (%d unreadable, %d inconclusive); they are left out of the "
                     "metrics", total - len(scored), total, counts["failed"], counts["inconclusive"])
@@ -230,8 +233,10 @@ def format_report(report: EvalReport) -> str:
     lines = [f"model {name} (voiceguard {report.model.get('version', '?')}"
              f"{'' if report.model.get('trained', True) else ', UNTRAINED'}); threshold p >= {report.threshold:.3f}",
              f"recordings: {c.get('items', 0)}; scored {c.get('scored', 0)} ({m['n_bonafide']} human, "
-             f"{m['n_spoof']} synthetic); not scored: {c.get('inconclusive', 0)} inconclusive, "
-             f"{c.get('failed', 0)} unreadable", ""]
+             f"{m['n_spoof']} synthetic"
+             + (f"; {c['scored_short']} of them inconclusive, too short for a verdict, with a low-confidence "
+                "probability" if c.get("scored_short") else "")
+             + f"); not scored: {c.get('inconclusive', 0)} inconclusive, {c.get('failed', 0)} unreadable", ""]
     if m["eer"] is None:
         lines.append("EER, minDCF, AUC: n/a (needs scored human and synthetic recordings)")
     else:

@@ -427,13 +427,18 @@ class ValSet:
         return np.array([it.label for it in self.items])
 
 
-def score_valset(detector, val: ValSet) -> np.ndarray:
-    """Raw call-level logits through the inference path (NaN where inconclusive)."""
-    out = []
+def score_valset(detector, val: ValSet, *, short: bool = False):
+    """Raw call-level logits through the inference path, NaN where inconclusive. ``short``: return
+    ``(logits, short_logits)``, the second holding the logits of the clips left inconclusive for too little
+    speech that still had a window scored (NaN elsewhere), on which the short-clip calibration is fitted."""
+    out, out_short = [], []
     for o in detector.score_arrays(val.signals, audio_io.SAMPLE_RATE):
         r = o.results[0] if o.ok else None
-        out.append(np.nan if r is None or r.logit is None else r.logit)
-    return np.array(out, dtype=np.float64)
+        z = np.nan if r is None or r.logit is None else r.logit
+        out.append(np.nan if r is None or r.verdict == "inconclusive" else z)
+        out_short.append(z if r is not None and r.verdict == "inconclusive" else np.nan)
+    logits = np.array(out, dtype=np.float64)
+    return (logits, np.array(out_short, dtype=np.float64)) if short else logits
 
 
 def val_metrics(logits: np.ndarray, val: ValSet) -> dict:
@@ -612,10 +617,12 @@ def train(
     bad_epochs = 0
     t0 = time.time()
 
-    def evaluate_now() -> tuple[dict, np.ndarray]:
+    short_logits: dict[int, np.ndarray] = {}  # epoch -> logits of the short (inconclusive) validation clips
+
+    def evaluate_now(epoch: int) -> tuple[dict, np.ndarray]:
         scored.eval()
         det = Detector(scored, eval_cfg, device=device)
-        logits = score_valset(det, val)
+        logits, short_logits[epoch] = score_valset(det, val, short=True)
         return val_metrics(logits, val), logits
 
     def step_loss(feats, y, d, first: bool = True, replayed=None, target=None):
@@ -643,7 +650,7 @@ def train(
     mix_rng = np.random.default_rng(config.seed + 1)
     initial_logits = None
     if init_model is not None:
-        m0, initial_logits = evaluate_now()
+        m0, initial_logits = evaluate_now(0)
         history.append({"epoch": 0, **m0, **(describe(initial_logits) if describe else {})})
         # the starting weights are a candidate too: an epoch must beat them to replace them
         key0 = select(initial_logits, initial_logits) if select is not None else m0.get("eer_all", 1.0)
@@ -680,7 +687,7 @@ def train(
             if ema_model is not None:
                 ema_model.update_parameters(model)
             losses.append(loss.item())
-        m, logits = evaluate_now()
+        m, logits = evaluate_now(epoch)
         rec = {"epoch": epoch, "loss": float(np.mean(losses)),
                **({"adversary_loss": float(np.mean(adv_losses))} if adv_losses else {}),
                **m, **(describe(logits) if describe else {}), "seconds": round(time.time() - t0, 1)}
@@ -703,17 +710,21 @@ def train(
     assert best is not None
     model.load_state_dict(best[1])
     model.eval()
-    out_cfg = fitted_config(base, best_logits, val, config.false_alarm_target)
+    out_cfg = fitted_config(base, best_logits, val, config.false_alarm_target, short_logits=short_logits[best[2]])
     return TrainResult(model.cpu(), out_cfg, history, best_logits, initial_logits, best_epoch=best[2])
 
 
 def fitted_config(base: CheckpointConfig, logits: np.ndarray, val: ValSet,
-                  false_alarm: float = TrainConfig.false_alarm_target) -> CheckpointConfig:
+                  false_alarm: float = TrainConfig.false_alarm_target, *,
+                  short_logits: np.ndarray | None = None) -> CheckpointConfig:
     """``base`` with the calibration, threshold and length penalty fitted on validation call logits
-    (computed without calibration and without length penalty)."""
+    (computed without calibration and without length penalty), and the short-clip calibration on
+    ``short_logits`` (see :func:`score_valset`) when they hold enough clips of both classes."""
     cal, thr, rule = fit_calibration(logits, val, false_alarm)
     aggregation = replace(base.aggregation, length_penalty=fit_length_penalty(logits, val))
-    return base.replace(calibration=cal, threshold=thr, threshold_rule=rule, trained=True, aggregation=aggregation)
+    short_cal = fit_short_calibration(short_logits, val) if short_logits is not None else None
+    return base.replace(calibration=cal, threshold=thr, threshold_rule=rule, trained=True, aggregation=aggregation,
+                        short_calibration=short_cal or base.short_calibration)
 
 
 def fit_calibration(logits: np.ndarray, val: ValSet, false_alarm: float) -> tuple[Calibration, float, str]:
@@ -726,6 +737,20 @@ def fit_calibration(logits: np.ndarray, val: ValSet, false_alarm: float) -> tupl
     rule = (f"{false_alarm:.0%} of held-out real clips (clean and telephone) flagged, and at least 0.5; "
             f"fitted on {int((y == 0).sum())} real / {int((y == 1).sum())} synthetic validation scores")
     return cal, thr, rule
+
+
+#: fewest short validation clips of each class a short-clip calibration is fitted on
+MIN_SHORT_PER_CLASS = 10
+
+
+def fit_short_calibration(short_logits: np.ndarray, val: ValSet) -> Calibration | None:
+    """Platt calibration of the short clips' call logits (classes weighted equally, so a clip's length says
+    nothing about its class); None when there are fewer than ``MIN_SHORT_PER_CLASS`` of either class."""
+    m = np.isfinite(short_logits)
+    y = val.labels[m]
+    if min(int((y == 0).sum()), int((y == 1).sum())) < MIN_SHORT_PER_CLASS:
+        return None
+    return Calibration.fit(short_logits[m], y)
 
 
 def fit_length_penalty(logits: np.ndarray, val: ValSet) -> float:
