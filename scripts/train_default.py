@@ -132,6 +132,8 @@ def main(argv=None) -> int:
     ap.add_argument("--pair-fraction", type=float, default=0.0,
                     help="share of training examples drawn as matched (copy-synthesis, its real original) pairs")
     ap.add_argument("--rawboost", type=float, default=0.0, help="probability of a RawBoost distortion per example")
+    ap.add_argument("--music", type=float, default=0.0,
+                    help="probability of random instrumental music under a training crop, 3-25 dB below it")
     ap.add_argument("--speed", type=float, default=0.0,
                     help="probability that a training crop is played 0.88-1.12 times as fast (real and fake alike)")
     ap.add_argument("--mixup", type=float, default=0.0,
@@ -196,7 +198,7 @@ def main(argv=None) -> int:
                       lr=args.lr, pair_fraction=args.pair_fraction, ema=args.ema, freq_mask=args.freq_mask,
                       mixup=args.mixup, sam=args.sam, balance=args.balance, adversary=args.adversary,
                       adversary_fakes=args.adversary_fakes,
-                      augment=AugmentConfig(p_rawboost=args.rawboost, p_speed=args.speed))
+                      augment=AugmentConfig(p_rawboost=args.rawboost, p_speed=args.speed, p_music=args.music))
     from voiceguard.features import FeatureConfig
     from voiceguard.model import ModelConfig
 

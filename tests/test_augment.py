@@ -64,3 +64,19 @@ def test_rawboost_keeps_length_and_peak_and_distorts(x):
         assert np.abs(y).max() == pytest.approx(np.abs(x).max(), rel=1e-3)
         assert not np.allclose(x, y, atol=1e-3)
         assert np.corrcoef(np.abs(x[::160]), np.abs(y[::160]))[0, 1] > 0.2  # still the same speech
+
+
+def test_music_under_speech_is_harmonic_at_the_asked_snr_and_label_blind(x):
+    rng = np.random.default_rng(5)
+    m = augment.background_music(16000 * 4, rng)
+    assert m.shape == (64000,) and m.dtype == np.float32 and np.isfinite(m).all()
+    assert np.sqrt(np.mean(m.astype(np.float64) ** 2)) == pytest.approx(1.0, abs=1e-3)
+    spec = np.abs(np.fft.rfft(m)) ** 2  # tonal: the 2 % strongest bins hold most of the energy
+    assert np.sort(spec)[-len(spec) // 50:].sum() / spec.sum() > 0.5
+    y = augment.add_music(x, 10.0, rng)
+    assert y.shape == x.shape and y.dtype == np.float32
+    snr = 10 * np.log10(np.mean(x.astype(np.float64) ** 2) / np.mean((y - x).astype(np.float64) ** 2))
+    assert snr == pytest.approx(10.0, abs=0.3)
+    a = augment.Augmenter(augment.AugmentConfig(p_music=1.0), seed=0)
+    outs = [a(x) for _ in range(5)]
+    assert all(o.shape == x.shape and np.abs(o).max() <= 1.0 for o in outs) and len(a._music) == 5

@@ -2,7 +2,7 @@
 
 Each transform takes and returns a mono float32 signal at 16 kHz [shape=(n,)] of the same length, in [-1, 1].
 :class:`Augmenter` draws a random chain per example: level, silence (digital zeros), reverberation,
-additive noise, band-limiting, telephone or wideband codecs, dither. Its probabilities do not depend on
+(optionally) music under the speech, additive noise, band-limiting, telephone or wideband codecs, dither. Its probabilities do not depend on
 the label, which neutralises the shortcuts of the training corpus: bandwidth (8 kHz sources only on the
 real side), codec, digital silence in TTS output, loudness, and leading/trailing silence.
 """
@@ -34,6 +34,7 @@ CODECS: dict[str, tuple[str, str, int]] = {
     "vorbis16": ("OGG", "VORBIS", 16000),
     "mp3_16": ("MP3", "MPEG_LAYER_III", 16000),
 }
+MUSIC_BANK, MUSIC_SECONDS = 48, 20.0  # pieces of background music an Augmenter makes, and their length
 TELEPHONE_CODECS = ("ulaw", "alaw", "gsm", "g721", "opus8", "mp3_8")
 WIDEBAND_CODECS = ("vorbis16", "mp3_16")  # opus16 is 10x slower to encode here; used in tests
 
@@ -116,6 +117,63 @@ def add_noise(x: np.ndarray, snr_db: float, rng: np.random.Generator, exponent: 
     if rms < 1e-8:
         return x
     return (x + coloured_noise(len(x), rng, exponent) * rms * 10 ** (-snr_db / 20)).astype(np.float32)
+
+
+def background_music(n: int, rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """``n`` samples of random instrumental music, unit RMS: a chord pad (slow attack, vibrato), a plucked
+    melody on the beat, a bass line and, half the time, drums (kick and hi-hat); tempo, key, timbres (number
+    and tilt of the harmonics) and the mix are drawn at random."""
+    t = np.arange(n) / sr
+    beat = int(sr * rng.uniform(0.25, 0.7))
+    root = 110.0 * 2 ** (rng.integers(0, 12) / 12)
+    scale = np.array([0, 2, 4, 5, 7, 9, 11] if rng.random() < 0.6 else [0, 2, 3, 5, 7, 8, 10])
+
+    def tone(f0: np.ndarray, m: int, tilt: float) -> np.ndarray:  # harmonics of f0 (per sample), as k**-tilt
+        phase = 2 * np.pi * np.cumsum(f0) / sr
+        return sum(np.sin(k * phase + rng.uniform(0, 6)) / k ** tilt for k in range(1, m + 1)
+                   if k * f0.max() < sr / 2)
+
+    out = np.zeros(n)
+    chord_len = beat * int(rng.choice([2, 4]))
+    for a in range(0, n, chord_len):  # chord pad
+        tt = t[a: a + chord_len] - t[a]
+        deg = int(rng.integers(0, 7))
+        env = 1 - np.exp(-tt / rng.uniform(0.05, 0.3))
+        vib = 1 + 0.004 * np.sin(2 * np.pi * rng.uniform(4, 6) * tt)
+        for step in (0, 2, 4):
+            f = root * 2 * 2 ** ((scale[(deg + step) % 7] + 12 * ((deg + step) // 7)) / 12)
+            out[a: a + len(tt)] += 0.3 * env * tone(f * vib, int(rng.integers(3, 10)), rng.uniform(0.8, 2.0))
+    m_harm, m_tilt, decay = int(rng.integers(2, 12)), rng.uniform(0.5, 1.5), rng.uniform(2, 8)
+    for a in range(0, n, beat):  # melody and bass
+        tt = t[a: a + beat] - t[a]
+        f = root * 4 * 2 ** (scale[int(rng.integers(0, 7))] / 12)
+        out[a: a + len(tt)] += 0.5 * np.exp(-decay * tt) * tone(np.full(len(tt), f), m_harm, m_tilt)
+        if a % (2 * beat) == 0:
+            bass = root / 2 * 2 ** (scale[int(rng.integers(0, 7))] / 12)
+            out[a: a + len(tt)] += 0.4 * np.exp(-3 * tt) * tone(np.full(len(tt), bass), 4, 1.0)
+    if rng.random() < 0.5:  # drums
+        for a in range(0, n, beat):
+            tt = t[a: a + beat] - t[a]
+            if (a // beat) % 2 == 0:
+                out[a: a + len(tt)] += 0.8 * np.exp(-25 * tt) * np.sin(2 * np.pi * (50 + 60 * np.exp(-30 * tt)) * tt)
+            hat = rng.standard_normal(len(tt)) * np.exp(-tt / 0.015)
+            out[a: a + len(tt)] += 0.15 * np.diff(hat, prepend=0.0)
+    return (out / (np.sqrt(np.mean(out ** 2)) + 1e-12)).astype(np.float32)
+
+
+def add_music(x: np.ndarray, snr_db: float, rng: np.random.Generator, sr: int = SAMPLE_RATE,
+              music: np.ndarray | None = None) -> np.ndarray:
+    """``x`` with music ``snr_db`` below its RMS (speech over music on hold, radio, TV): a random stretch of
+    ``music`` (tiled if short) or, by default, new :func:`background_music`."""
+    rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+    if rms < 1e-8:
+        return x
+    if music is None:
+        m = background_music(len(x), rng, sr)
+    else:
+        m = np.resize(np.roll(music, -int(rng.integers(0, len(music)))), len(x))
+        m = m / (np.sqrt(np.mean(m.astype(np.float64) ** 2)) + 1e-12)
+    return (x + m * rms * 10 ** (-snr_db / 20)).astype(np.float32)
 
 
 def reverb(x: np.ndarray, rt60: float, rng: np.random.Generator, sr: int = SAMPLE_RATE,
@@ -220,6 +278,8 @@ class AugmentConfig:
     p_speed: float = 0.0  # training crops played faster or slower (change_speed): more voices on both sides
     speed: tuple[float, float] = (0.88, 1.12)
     p_noise: float = 0.35
+    p_music: float = 0.0  # instrumental music under the speech (background_music)
+    music_snr_db: tuple[float, float] = (3.0, 25.0)
     snr_db: tuple[float, float] = (8.0, 40.0)
     p_telephone: float = 0.45  # 8 kHz band-pass + narrowband codec
     p_wideband_codec: float = 0.15
@@ -237,6 +297,7 @@ class Augmenter:
         self.rng = np.random.default_rng(seed)
         self.sr = sr
         self.telephone_codecs = TELEPHONE_CODECS + (("amr",) if shutil.which("sox") else ())
+        self._music: list[np.ndarray] = []  # pieces of background music, made as needed
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         c, r, sr = self.config, self.rng, self.sr
@@ -248,6 +309,11 @@ class Augmenter:
             y = reverb(y, float(r.uniform(0.15, 0.7)), r, sr)
         if c.p_rawboost and r.random() < c.p_rawboost:
             y = rawboost(y, r, sr)
+        if c.p_music and r.random() < c.p_music:
+            if len(self._music) < MUSIC_BANK:  # music costs ~10 ms a second to make: a bank, drawn from
+                self._music.append(background_music(int(MUSIC_SECONDS * sr), r, sr))
+            y = add_music(y, float(r.uniform(*c.music_snr_db)), r, sr,
+                          music=self._music[int(r.integers(0, len(self._music)))])
         if r.random() < c.p_noise:
             y = add_noise(y, float(r.uniform(*c.snr_db)), r, exponent=float(r.choice([0.0, 1.0, 2.0])))
         u = r.random()
