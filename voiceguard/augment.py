@@ -2,9 +2,10 @@
 
 Each transform takes and returns a mono float32 signal at 16 kHz [shape=(n,)] of the same length, in [-1, 1].
 :class:`Augmenter` draws a random chain per example: level, silence (digital zeros), reverberation,
-(optionally) music under the speech, additive noise, band-limiting, telephone or wideband codecs, dither. Its probabilities do not depend on
-the label, which neutralises the shortcuts of the training corpus: bandwidth (8 kHz sources only on the
-real side), codec, digital silence in TTS output, loudness, and leading/trailing silence.
+(optionally) music under the speech, additive noise, band-limiting, telephone or wideband codecs, dither. Its
+probabilities do not depend on the label, which neutralises the shortcuts of the training corpus: bandwidth
+(8 kHz sources only on the real side), codec, digital silence in TTS output, loudness, and leading/trailing
+silence.
 """
 from __future__ import annotations
 

@@ -45,8 +45,8 @@ class CheckpointConfig:
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     calibration: Calibration = field(default_factory=Calibration)
     #: calibration of the call logits of recordings with under ``min_speech_seconds`` of speech: their verdict is
-    #: "inconclusive", but they still get this low-confidence probability (fitted on such validation clips,
-    #: whose scores are less reliable, so it is flatter). None: no probability for them.
+    #: "inconclusive", but they still get this low-confidence probability (fitted on such validation clips
+    #: alone, whose scores sit elsewhere and are less reliable). None: no probability for them.
     short_calibration: Calibration | None = None
     threshold: float = 0.5  # calibrated probability at and above which the verdict is "synthetic"
     threshold_rule: str = "default 0.5 (not fitted)"

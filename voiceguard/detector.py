@@ -412,7 +412,7 @@ class Detector:
         scored = [(s, n, z) for s, n, z in zip(track.starts, track.lengths, logits) if z is not None]
         short = speech < cfg.min_speech_seconds
         if short and scored and cfg.short_calibration is not None:
-            cal = cfg.short_calibration  # too little speech for a verdict: a flatter, low-confidence probability
+            cal = cfg.short_calibration  # too little speech for a verdict: a low-confidence probability
         segments = [Segment(s / sr, (s + n) / sr, float(cal.probability(z))) for s, n, z in scored]
         base = dict(path=job.path or None, channel=track.channel, threshold=self.threshold,
                     duration=round(job.duration, 3), speech_seconds=round(speech, 2), segments=segments,
