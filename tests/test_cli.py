@@ -11,6 +11,8 @@ import soundfile as sf
 
 from conftest import ROOT, run_cli, speech_like, write
 
+from voiceguard import batch
+
 FIELDS = {"path", "channel", "probability", "verdict", "threshold", "duration", "speech_seconds", "segments", "model"}
 
 
@@ -138,3 +140,9 @@ def test_a_short_clip_is_inconclusive_with_a_low_confidence_probability(tmp_path
     res = json.loads(run_cli("score", wav, "--json").stdout)
     assert res["verdict"] == "inconclusive" and 0.0 < res["probability"] < 1.0
     assert "low-confidence" in res["reason"]
+    # a scan row says the same, reason included
+    proc = run_cli("scan", wav, "--out", tmp_path / "rows.csv", "--workers", "1", "-q")
+    assert proc.returncode == 0, proc.stderr
+    (row,) = batch.read_rows(tmp_path / "rows.csv")
+    assert row["verdict"] == "inconclusive" and row["reason"] == res["reason"]
+    assert row["probability"] == pytest.approx(res["probability"], abs=1e-6)

@@ -154,6 +154,7 @@ def test_scan_one_row_per_file_with_errors(corpus, reference, monkeypatch):
         assert r["verdict"] in ("synthetic", "human", "inconclusive")
         assert r["model"].startswith("untrained:") and r["threshold"] == 0.5
         assert r["duration"] > 0.9 and r["channel"] is None
+        assert bool(r["reason"]) == (r["verdict"] == "inconclusive"), r  # why, for exactly the inconclusive ones
     # speech-like enough to be scored (the neural VAD drops some windows of these synthetic buzzes, and their
     # neighbours, so some short files are inconclusive)
     assert sum(r["probability"] is not None for r in good) >= 30
@@ -170,6 +171,8 @@ def test_report_names_every_file(corpus, reference):
     for r in reference["rows"]:
         assert html.escape(r["path"]) in page, r["path"]
     assert "<tag>" not in page and html.escape(ODD_NAME) in page
+    for r in reference["rows"]:  # errors and the reasons for inconclusive verdicts are shown
+        assert html.escape(r["error"] or r["reason"]) in page, r
     assert page.count("data:image/png;base64,") >= 2  # histogram + timelines
     assert 'src="http' not in page and "<script" not in page  # self-contained
 
@@ -288,8 +291,36 @@ def _row(path: str, p: float | None = 0.25, channel: int | None = None) -> dict:
     row = dict.fromkeys(batch.FIELDS)
     row.update(path=path, channel=channel, probability=p, verdict="human", threshold=0.5, duration=3.0,
                speech_seconds=2.5, top_start=0.0, top_end=3.0, top_probability=0.3, model="m:1", error="",
-               error_kind="")
+               error_kind="", reason="")
     return row
+
+
+@pytest.mark.parametrize("ext", ["csv", "jsonl"])
+def test_output_written_before_the_reason_column_is_resumed(tmp_path, ext):
+    """An output of an older version (no ``reason`` column) is read, and a resumed scan keeps its layout."""
+    out = tmp_path / f"old.{ext}"
+    old_rows = [_row("a.wav"), _row("b.wav", p=None)]
+    if ext == "csv":
+        lines = [",".join(batch.LEGACY_FIELDS)] + [
+            batch.encode_row(r, "csv", batch.LEGACY_FIELDS).decode().rstrip("\n") for r in old_rows]
+        out.write_text("\n".join(lines) + "\n")
+    else:
+        out.write_text("".join(json.dumps({k: r[k] for k in batch.LEGACY_FIELDS}) + "\n" for r in old_rows))
+    assert batch.read_rows(out) == old_rows  # an empty reason
+    new = dict(_row("c.wav"), verdict="inconclusive", reason="1.2 s of speech (needs 2 s)")
+    with batch.RowWriter(out, resume=True) as w:
+        w.write([new])
+    rows = batch.read_rows(out)
+    if ext == "csv":  # same header, same number of columns in every line: the old layout goes on
+        assert out.read_text().splitlines()[0] == ",".join(batch.LEGACY_FIELDS)
+        assert rows == old_rows + [dict(new, reason="")]
+    else:  # JSON lines name their keys: the new row keeps its reason
+        assert rows == old_rows + [new]
+    # a new output has the reason column
+    fresh = tmp_path / f"new.{ext}"
+    with batch.RowWriter(fresh) as w:
+        w.write([new])
+    assert batch.read_rows(fresh) == [new]
 
 
 @pytest.mark.parametrize("ext", ["csv", "jsonl"])

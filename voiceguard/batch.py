@@ -52,7 +52,13 @@ FIELDS: tuple[str, ...] = (
     "model",  # "name:version" of the checkpoint
     "error",  # message; empty when scored
     "error_kind",  # VoiceGuardError.kind ("empty", "not-audio", "corrupt", "worker-crash", ...); empty when scored
+    "reason",  # why the verdict is inconclusive ("1.3 s of speech (needs 2 s)", ...); empty otherwise
 )
+#: the columns of a scan output written before the ``reason`` column existed; such a file is still read, and a
+#: resumed scan goes on writing its rows in that layout
+LEGACY_FIELDS: tuple[str, ...] = FIELDS[:-1]
+#: text columns: empty rather than None when missing
+TEXT_FIELDS = frozenset({"error", "error_kind", "verdict", "model", "reason"})
 INT_FIELDS = frozenset({"channel"})
 FLOAT_FIELDS = frozenset({"probability", "threshold", "duration", "speech_seconds", "top_start", "top_end",
                           "top_probability"})
@@ -160,7 +166,7 @@ def result_row(res) -> dict:
         "speech_seconds": _r(res.speech_seconds, 2),
         "top_start": _r(top.start, 3) if top else None, "top_end": _r(top.end, 3) if top else None,
         "top_probability": _r(top.probability, 6) if top else None,
-        "model": model_tag(res.model), "error": "", "error_kind": "",
+        "model": model_tag(res.model), "error": "", "error_kind": "", "reason": res.reason or "",
     }
 
 
@@ -217,9 +223,9 @@ def parse_row(raw: dict) -> dict:
     """
     row = {}
     for k in FIELDS:
-        v = raw[k]
+        v = raw.get(k) if k == "reason" else raw[k]  # rows written before the reason column have none
         if v is None or v == "":
-            v = "" if k in ("error", "error_kind", "verdict", "model") else None
+            v = "" if k in TEXT_FIELDS else None
         elif k in INT_FIELDS:
             v = int(v)
         elif k in FLOAT_FIELDS:
@@ -249,10 +255,11 @@ def _encode_csv(values: Sequence) -> bytes:
     return buf.getvalue().encode("utf-8", errors="surrogateescape")
 
 
-def encode_row(row: dict, fmt: str) -> bytes:
-    """One row as a line of ``fmt`` (``"csv"`` or ``"jsonl"``), newline included."""
+def encode_row(row: dict, fmt: str, fields: Sequence[str] = FIELDS) -> bytes:
+    """One row as a line of ``fmt`` (``"csv"`` or ``"jsonl"``), newline included; a CSV row has the columns
+    ``fields`` (:data:`FIELDS`, or :data:`LEGACY_FIELDS` when appending to an older output)."""
     if fmt == "csv":
-        return _encode_csv([row.get(k) for k in FIELDS])
+        return _encode_csv([row.get(k) for k in fields])
     return (json.dumps({k: row.get(k) for k in FIELDS}, ensure_ascii=True) + "\n").encode("ascii")
 
 
@@ -274,21 +281,36 @@ def _records(data: bytes, pos: int, fmt: str) -> Iterator[tuple[int, int]]:
         quotes = 0
 
 
-def _parse_record(text: str, fmt: str) -> dict | None:
+def _parse_record(text: str, fmt: str, fields: Sequence[str] = FIELDS) -> dict | None:
     try:
         if fmt == "csv":
             values = next(csv.reader(io.StringIO(text)))
-            if len(values) != len(FIELDS):
+            if len(values) != len(fields):
                 return None
-            return parse_row(dict(zip(FIELDS, values, strict=True)))
+            return parse_row(dict(zip(fields, values, strict=True)))
         obj = json.loads(text)
         return parse_row(obj) if isinstance(obj, dict) else None
     except (ValueError, KeyError, TypeError, StopIteration, csv.Error):
         return None
 
 
+def csv_layout(path: str | os.PathLike) -> tuple[str, ...]:
+    """The columns of an existing CSV scan output: :data:`FIELDS`, or :data:`LEGACY_FIELDS` for a file written
+    before the ``reason`` column (also :data:`FIELDS` for an empty or missing file)."""
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline()
+    except FileNotFoundError:
+        return FIELDS
+    header = tuple(first.decode("utf-8", errors="replace").strip().split(","))
+    return LEGACY_FIELDS if header == LEGACY_FIELDS else FIELDS
+
+
 def read_output(path: str | os.PathLike, *, repair: bool = False) -> tuple[list[dict], int]:
     """Rows of a scan output, and how many bytes at its end are not whole rows.
+
+    Rows always have every key of :data:`FIELDS`; those of an output written before the ``reason`` column
+    get an empty reason.
 
     A crash can leave a half-written last line (no newline yet), a power cut a tail of garbage; both are
     left out, and with ``repair`` cut off the file. When something was cut and the last kept rows are
@@ -298,22 +320,26 @@ def read_output(path: str | os.PathLike, *, repair: bool = False) -> tuple[list[
     Raises
     ------
     DataError
-        when the file is not a scan output (a CSV whose header is not :data:`FIELDS`, a first line that is
+        when the file is not a scan output (a CSV whose header is neither :data:`FIELDS` nor
+        :data:`LEGACY_FIELDS`, a first line that is
         not a row) or has a line that is not a row before its last one.
     """
     fmt = output_format(path)
     data = Path(path).read_bytes()
     pos = 0
     not_ours = f"{path}: not a voiceguard scan output; choose another output file"
+    fields = FIELDS
     if fmt == "csv":
         nl = data.find(b"\n")
         if nl >= 0:
-            header = data[:nl].decode("utf-8", errors="replace").strip().split(",")
-            if tuple(header) != FIELDS:
+            header = tuple(data[:nl].decode("utf-8", errors="replace").strip().split(","))
+            if header == LEGACY_FIELDS:
+                fields = LEGACY_FIELDS
+            elif header != FIELDS:
                 raise DataError(f"{path}: not a voiceguard scan output (its header is "
                                 f"{','.join(header)[:120]!r}); choose another output file")
             pos = nl + 1
-        elif data and not _encode_csv(FIELDS).startswith(data):
+        elif data and not (_encode_csv(FIELDS).startswith(data) or _encode_csv(LEGACY_FIELDS).startswith(data)):
             raise DataError(not_ours)
     rows: list[dict] = []
     starts: list[int] = []
@@ -324,7 +350,7 @@ def read_output(path: str | os.PathLike, *, repair: bool = False) -> tuple[list[
         if not text.strip():
             good_end = end
             continue
-        row = _parse_record(text, fmt)
+        row = _parse_record(text, fmt, fields)
         if row is None:
             if not rows and fmt == "jsonl":
                 raise DataError(not_ours)
@@ -364,7 +390,8 @@ class RowWriter:
     """Appends rows to a CSV or JSONL file: one ``write`` per file, ``os.fsync`` every ``fsync_every`` rows.
 
     With ``resume=False`` the file must not exist yet; with ``resume=True`` rows are appended to it (call
-    :func:`read_output` with ``repair=True`` first). A CSV gets its header when it is empty.
+    :func:`read_output` with ``repair=True`` first), in the CSV's own layout (:func:`csv_layout`: an output
+    written before the ``reason`` column goes on without it). A CSV gets its header when it is empty.
     """
 
     def __init__(self, path: str | os.PathLike, *, resume: bool = False, fsync_every: int = FSYNC_EVERY) -> None:
@@ -380,8 +407,9 @@ class RowWriter:
         except FileExistsError:
             raise DataError(f"{self.path} already exists; resume it (--resume) or choose another output") from None
         self._unsynced = 0
+        self.fields = csv_layout(self.path) if self.format == "csv" and resume else FIELDS
         if self.format == "csv" and os.fstat(self._fd).st_size == 0:
-            self._write(_encode_csv(FIELDS))
+            self._write(_encode_csv(self.fields))
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -391,7 +419,7 @@ class RowWriter:
 
     def write(self, rows: Sequence[dict]) -> None:
         """Append the rows of one file (in one write) and sync every few rows."""
-        self._write(b"".join(encode_row(r, self.format) for r in rows))
+        self._write(b"".join(encode_row(r, self.format, self.fields) for r in rows))
         self._unsynced += len(rows)
         if self._unsynced >= self.fsync_every:
             self.sync()

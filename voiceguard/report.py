@@ -170,7 +170,7 @@ def render(rows: Sequence[dict], *, timelines: dict | None = None, top: int = DE
 
     parts.append("<h2>All files</h2><table><thead><tr><th>#</th><th>file</th><th>channel</th><th>verdict</th>"
                  "<th>p(synthetic)</th><th>duration (s)</th><th>speech (s)</th><th>most suspicious (s)</th>"
-                 "<th>error</th></tr></thead><tbody>")
+                 "<th>error / why inconclusive</th></tr></thead><tbody>")
     for i, r in enumerate(ordered, 1):
         key = (r["path"], r.get("channel"))
         name = e(r["path"])
@@ -180,7 +180,7 @@ def render(rows: Sequence[dict], *, timelines: dict | None = None, top: int = DE
         if r.get("top_start") is not None:
             top_seg = f"{r['top_start']:.1f}-{r['top_end']:.1f} (p={r['top_probability']:.2f})"
         verdict = r.get("verdict") or "error"
-        err = f"{r.get('error_kind') or 'error'}: {r['error']}" if r.get("error") else ""
+        err = f"{r.get('error_kind') or 'error'}: {r['error']}" if r.get("error") else (r.get("reason") or "")
         parts.append(
             f'<tr class="{e(verdict)}"><td class="num">{i}</td><td class="path">{name}</td>'
             f'<td class="num">{"" if r.get("channel") is None else int(r["channel"])}</td>'
