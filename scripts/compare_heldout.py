@@ -2,10 +2,15 @@
 """Score several checkpoints on the same held-out validation set (clean + telephone copies), side by side.
 
     .venv/bin/python scripts/compare_heldout.py runs/E/voiceguard runs/G/voiceguard
+    .venv/bin/python scripts/compare_heldout.py --fakes data/gen5/manifest.csv checkpoints/voiceguard runs/AH/voiceguard
 
 The held-out set is the one recorded in the *last* checkpoint's training record (sources and local generators
 it never trained on), so a model trained on more sources is compared with the others on data that none of
 them saw. Prints call-level EER (all, clean, telephone) and per source / generator, as JSON.
+
+``--fakes MANIFEST`` scores the synthetic clips of that manifest (say, a generator none of the checkpoints trained
+on, made with ``voiceguard synth``) against the held-out real clips, in place of the held-out synthetic clips:
+a test that played no part in choosing any checkpoint's epoch.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from scripts.train_default import heldout_valset, per_source_report  # noqa: E402
 from voiceguard.checkpoint import load  # noqa: E402
+from voiceguard.data import read_manifest  # noqa: E402
 from voiceguard.detector import Detector  # noqa: E402
 from voiceguard.train import score_valset, val_metrics  # noqa: E402
 
@@ -28,13 +34,15 @@ from voiceguard.train import score_valset, val_metrics  # noqa: E402
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoints", nargs="+")
+    ap.add_argument("--fakes", metavar="MANIFEST",
+                    help="synthetic clips to score against the held-out real clips, instead of the held-out ones")
     args = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(2)
     _, last = load(args.checkpoints[-1])
     held = last.training["data"]["held_out_sources"]
-    val = heldout_valset(last.training)
+    val = heldout_valset(last.training, fakes=read_manifest(args.fakes) if args.fakes else None)
     cond = np.array(val.condition)
     out = {"held_out_sources": list(held), "files": int((cond == "clean").sum())}
     for ck in args.checkpoints:

@@ -53,10 +53,11 @@ def is_held_out(item, sources=HELD_OUT_SOURCES) -> bool:
             or any(item.generator.startswith(g) for g in HELD_OUT_GENERATORS))
 
 
-def heldout_valset(record: dict, exclude: str | None = None) -> ValSet:
+def heldout_valset(record: dict, exclude: str | None = None, fakes: list | None = None) -> ValSet:
     """The validation set a checkpoint trained by this script was validated on, rebuilt from its training
     record (manifests and held-out sources): clean and telephone copies, as during training. ``exclude``: a
-    source left out together with everything made from its clips (to measure "elsewhere" after fine-tuning on it)."""
+    source left out together with everything made from its clips (to measure "elsewhere" after fine-tuning on it).
+    ``fakes``: synthetic items that take the place of the held-out synthetic clips (the real ones stay)."""
     items = []
     for m in record["replay"]["manifests"]:
         if (ROOT / m).exists():
@@ -64,6 +65,8 @@ def heldout_valset(record: dict, exclude: str | None = None) -> ValSet:
     held = tuple(record["data"]["held_out_sources"])
     items = [it for it in items if is_held_out(it, held)
              and exclude not in (it.source, it.extra.get("orig_source", ""))]
+    if fakes is not None:
+        items = [it for it in items if not it.label] + [it for it in fakes if it.label]
     return ValSet.build(ClipBank(items, max_seconds=20.0))
 
 

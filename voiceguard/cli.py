@@ -420,8 +420,8 @@ def _add_synth(sub) -> None:
     p = sub.add_parser("synth", help="make synthetic speech locally (TTS engines, vocoder copy-synthesis)",
                        description="Write spoofed clips (16 kHz FLAC) and a manifest.csv into --out, offline: TTS "
                                    "with espeak-ng, festival, flite, the CC0 piper voice and the neural Kokoro-82M, "
-                                   "and copy-synthesis of your own real recordings (--real) with WORLD, Griffin-Lim "
-                                   "and LPC. Use the output as --fake (or --manifest) for `voiceguard finetune`.")
+                                   "and copy-synthesis of your own real recordings (--real) with WORLD, Griffin-Lim, "
+                                   "LPC and the neural HiFi-GAN. Use the output as --fake (or --manifest) for `voiceguard finetune`.")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (an existing one is extended)")
     p.add_argument("--real", metavar="DIR", help="real recordings to copy-synthesise (one vocoded copy each)")
     p.add_argument("--texts", metavar="FILE", help="sentences to speak, one per line (default: built-in en/it)")
