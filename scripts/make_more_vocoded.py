@@ -36,8 +36,7 @@ def main(argv=None) -> int:
     ap.add_argument("--vocoders", nargs="+", default=["world", "griffinlim"], choices=list(synth.VOCODERS))
     ap.add_argument("--max-dur", type=float, default=12.0, help="longest real clip to vocode, in seconds")
     ap.add_argument("--source", default="local-vocoder",
-                    help="source name written into the manifest (training weighs each source by the square "
-                         "root of its size, so a vocoder family under its own name gets a share of its own)")
+                    help="source name of the copies in the manifest (synth.generate's vocoder_source)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     done = set()
@@ -60,16 +59,7 @@ def main(argv=None) -> int:
               "orig_path": r["path"], "orig_source": r["source"]} for r in picked]
     logging.info("vocoding %d clips from %d sources", len(clips), len({r["source"] for r in picked}))
     synth.generate(args.out, real_clips=clips, engines=(), vocoders=args.vocoders, seed=args.seed,
-                   progress=lambda d, t, m: d % 50 == 0 and logging.info("%d/%d", d, t))
-    if args.source != "local-vocoder":
-        manifest = args.out / "manifest.csv"
-        with open(manifest, newline="") as f:
-            reader = csv.DictReader(f)
-            fields, rows = reader.fieldnames, [dict(r, source=args.source) for r in reader]
-        with open(manifest, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
+                   vocoder_source=args.source, progress=lambda d, t, m: d % 50 == 0 and logging.info("%d/%d", d, t))
     return 0
 
 

@@ -182,6 +182,15 @@ def test_generate_writes_files_and_manifest(tmp_path, clip: np.ndarray) -> None:
     assert len(synth.read_manifest(out / "manifest.csv")) == len(rows)
 
 
+def test_generate_names_the_copies_source(tmp_path, clip: np.ndarray) -> None:
+    """vocoder_source: copies listed under a source of their own (as scripts/make_more_vocoded.py --source)."""
+    sf.write(tmp_path / "r.wav", clip, SR)
+    rows = synth.generate(tmp_path / "gen", real_clips=[{"path": str(tmp_path / "r.wav")}], engines=(),
+                          vocoders=["lpc"], vocoder_source="local-lpc")
+    assert [r["source"] for r in rows] == ["local-lpc"]
+    assert [r["source"] for r in synth.read_manifest(tmp_path / "gen" / "manifest.csv")] == ["local-lpc"]
+
+
 def test_generate_rejects_missing_engine(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(DataError, match="not installed"):

@@ -294,6 +294,11 @@ def _parse_record(text: str, fmt: str, fields: Sequence[str] = FIELDS) -> dict |
         return None
 
 
+def _header(line: bytes) -> tuple[str, ...]:
+    """The column names of a CSV's first line."""
+    return tuple(line.decode("utf-8", errors="replace").strip().split(","))
+
+
 def csv_layout(path: str | os.PathLike) -> tuple[str, ...]:
     """The columns of an existing CSV scan output: :data:`FIELDS`, or :data:`LEGACY_FIELDS` for a file written
     before the ``reason`` column (also :data:`FIELDS` for an empty or missing file)."""
@@ -302,8 +307,7 @@ def csv_layout(path: str | os.PathLike) -> tuple[str, ...]:
             first = fh.readline()
     except FileNotFoundError:
         return FIELDS
-    header = tuple(first.decode("utf-8", errors="replace").strip().split(","))
-    return LEGACY_FIELDS if header == LEGACY_FIELDS else FIELDS
+    return LEGACY_FIELDS if _header(first) == LEGACY_FIELDS else FIELDS
 
 
 def read_output(path: str | os.PathLike, *, repair: bool = False) -> tuple[list[dict], int]:
@@ -332,14 +336,14 @@ def read_output(path: str | os.PathLike, *, repair: bool = False) -> tuple[list[
     if fmt == "csv":
         nl = data.find(b"\n")
         if nl >= 0:
-            header = tuple(data[:nl].decode("utf-8", errors="replace").strip().split(","))
+            header = _header(data[:nl])
             if header == LEGACY_FIELDS:
                 fields = LEGACY_FIELDS
             elif header != FIELDS:
                 raise DataError(f"{path}: not a voiceguard scan output (its header is "
                                 f"{','.join(header)[:120]!r}); choose another output file")
             pos = nl + 1
-        elif data and not (_encode_csv(FIELDS).startswith(data) or _encode_csv(LEGACY_FIELDS).startswith(data)):
+        elif data and not _encode_csv(FIELDS).startswith(data):  # also covers a torn legacy header
             raise DataError(not_ours)
     rows: list[dict] = []
     starts: list[int] = []

@@ -896,7 +896,7 @@ def generate(out_dir: str | os.PathLike, *, texts: Sequence[str] | Mapping[str, 
              real_clips: Sequence[Mapping[str, str]] | None = None,
              engines: Sequence[str] | Mapping[str, int] | None = None,
              vocoders: Sequence[str] | None = None, langs: Sequence[str] = ("en", "it"),
-             n: int = 20, seed: int = 0, resume: bool = True,
+             n: int = 20, seed: int = 0, resume: bool = True, vocoder_source: str = "local-vocoder",
              progress: Progress | None = None) -> list[dict[str, Any]]:
     """Write spoofed clips (16 kHz mono 16-bit FLAC) and a ``manifest.csv`` into ``out_dir``.
 
@@ -934,6 +934,9 @@ def generate(out_dir: str | os.PathLike, *, texts: Sequence[str] | Mapping[str, 
     resume : bool
         Keep the rows of an existing ``out_dir/manifest.csv`` and skip clips whose file is
         already listed there, so an interrupted or extended run continues where it stopped.
+    vocoder_source : str
+        The ``source`` of the vocoded clips' rows (training weighs each source by the square root of its
+        size, so copies by one vocoder family listed under a name of their own get a share of their own).
     progress : callable, optional
         ``progress(done, total, message)``, called after each clip.
 
@@ -942,7 +945,7 @@ def generate(out_dir: str | os.PathLike, *, texts: Sequence[str] | Mapping[str, 
     list of dict
         The manifest rows written by this call (keys :data:`MANIFEST_COLUMNS`; ``path``
         relative to ``out_dir``, ``label`` = ``"spoof"``, ``source`` = ``"local-tts"`` or
-        ``"local-vocoder"``). The manifest on disk also keeps earlier rows when ``resume``.
+        ``vocoder_source``). The manifest on disk also keeps earlier rows when ``resume``.
 
     Raises
     ------
@@ -1012,7 +1015,7 @@ def generate(out_dir: str | os.PathLike, *, texts: Sequence[str] | Mapping[str, 
                 row = _tts_job(out, e, lang, int(i), pools[lang], seed, old)
             else:
                 _, v, i = job
-                row = _voc_job(out, v, int(i), clips[int(i)], seed, old)
+                row = _voc_job(out, v, int(i), clips[int(i)], seed, old, vocoder_source)
         except DataError as err:
             failed += 1
             log.warning("skipped %s: %s", "/".join(job), err)
@@ -1058,7 +1061,7 @@ def _tts_job(out: Path, engine: str, lang: str, i: int, pool: Sequence[str], see
 
 
 def _voc_job(out: Path, vocoder: str, i: int, clip: Mapping[str, str], seed: int,
-             old: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+             old: Mapping[str, Mapping[str, Any]], source: str = "local-vocoder") -> dict[str, Any]:
     src = str(clip["path"])
     orig = str(clip.get("orig_path") or src)
     tag = hashlib.sha1(orig.encode()).hexdigest()[:8]
@@ -1071,7 +1074,7 @@ def _voc_job(out: Path, vocoder: str, i: int, clip: Mapping[str, str], seed: int
         raise DataError(f"cannot read real clip {src}: {err}") from err
     y, params = _copy_detail(x, SAMPLE_RATE, vocoder, int(_rng(seed, "voc", orig).integers(2**31)))
     _write_flac(out / rel, y)
-    row = {"path": rel, "label": "spoof", "source": "local-vocoder", "generator": vocoder,
+    row = {"path": rel, "label": "spoof", "source": source, "generator": vocoder,
            "lang": clip.get("lang", ""), "speaker": clip.get("speaker", ""),
            "orig_path": orig, "duration": f"{len(y) / SAMPLE_RATE:.2f}",
            "params": _params_str(params), "text": ""}
