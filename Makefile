@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup system-deps clean bench
+.PHONY: demo test setup system-deps clean bench checkpoint
 
 $(STAMP): pyproject.toml
 	@$(PY) -c "import shutil; f = shutil.disk_usage('.').free / 2**30; f < 7.5 and print(f'warning: {f:.1f} GiB free here; the venv (torch with its CUDA libraries) needs about 7 GiB')"
@@ -35,6 +35,20 @@ test: setup
 
 bench: setup
 	$(BIN)/python scripts/bench.py
+
+# Rebuilds the shipped checkpoint from ../shared/corpus (about 2.5 h on 2 CPU cores): local spoofs, two networks
+# trained apart (the second also on HiFi-GAN copies), combined into one; then its checks and its model card.
+GEN := data/gen/manifest.csv data/gen2/manifest.csv
+checkpoint: setup
+	$(BIN)/python scripts/make_spoofs.py --out data/gen --corpus ../shared/corpus
+	$(BIN)/python scripts/make_more_vocoded.py --n 600
+	$(BIN)/python scripts/make_more_vocoded.py --vocoders hifigan --out data/gen4 --n 450 --max-dur 8 --seed 4 --source local-hifigan
+	$(BIN)/python scripts/train_default.py --adversary 0.3 --generated $(GEN) --out runs/T/voiceguard
+	$(BIN)/python scripts/train_default.py --adversary 0.3 --generated $(GEN) data/gen4/manifest.csv --out runs/AH/voiceguard
+	$(BIN)/python scripts/combine_checkpoints.py runs/T/voiceguard runs/AH/voiceguard --out checkpoints/voiceguard
+	$(BIN)/python scripts/field_checks.py
+	for layout in manifest folders fakes-only; do $(BIN)/python scripts/finetune_check.py --layout $$layout --seeds 0 1; done
+	$(BIN)/python scripts/model_card.py --extra runs/card_extra.json
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

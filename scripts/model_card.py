@@ -46,7 +46,10 @@ def training_commands(t: dict) -> list[str]:
              "the machine that trained them), then combined:"]
     for m in t["members"]:
         v = m.get("rescored") or m.get("validation") or {}
-        lines.append(f"  - `{m.get('command', '?')}`: best epoch {m.get('best_epoch', '?')}, {m.get('minutes', '?')} "
+        md = m.get("data") or {}
+        files = (f"{md['train_files']} training files ({md.get('train_minutes', '?')} min, "
+                 f"{md.get('train_synthetic_files', '?')} synthetic), " if "train_files" in md else "")
+        lines.append(f"  - `{m.get('command', '?')}`: {files}best epoch {m.get('best_epoch', '?')}, {m.get('minutes', '?')} "
                      f"min; held-out validation EER {pct(v.get('eer_all'))} (clean {pct(v.get('eer_clean'))}, "
                      f"telephone {pct(v.get('eer_telephone'))})")
     lines.append(f"  - `{t.get('command', '?')}`: the combination's calibration, threshold and length penalty are "
@@ -112,11 +115,17 @@ def main(argv=None) -> int:
         "",
         "## Training",
         *training_commands(t),
-        f"- Data: {d.get('train_files', '?')} training files ({d.get('train_minutes', '?')} min, "
-        f"{d.get('train_synthetic_files', '?')} synthetic) from `../shared/corpus` and locally generated spoofs "
+        ("- Data (each network's count above)" if t.get("members") else
+         f"- Data: {d.get('train_files', '?')} training files ({d.get('train_minutes', '?')} min, "
+         f"{d.get('train_synthetic_files', '?')} synthetic)")
+        + " from `../shared/corpus` and locally generated spoofs "
         "(`scripts/make_spoofs.py`: espeak-ng, festival, flite, piper in English and Italian; WORLD, Griffin-Lim "
         "and LPC copy-synthesis of 300 corpus real clips; `scripts/make_more_vocoded.py`: WORLD and Griffin-Lim "
-        f"copy-synthesis of 600 more). Skipped: {d.get('skipped', {})}.",
+        "copy-synthesis of 600 more"
+        + ("; `scripts/make_more_vocoded.py --vocoders hifigan --out data/gen4 --n 450 --max-dur 8 --seed 4 "
+           "--source local-hifigan`: HiFi-GAN copy-synthesis of 450 more, for a network whose command lists "
+           "`data/gen4/manifest.csv`" if "data/gen4" in json.dumps(t.get("members", [])) else "")
+        + f"). Skipped: {d.get('skipped', {})}.",
         f"- Validation: {d.get('validation_files', '?')} files ({d.get('validation_minutes', '?')} min) from "
         f"**whole sources held out of training**: {', '.join(d.get('held_out_sources', []))}; and the locally "
         f"generated generators {', '.join(d.get('held_out_generators', []))} (copy-syntheses of held-out real "
