@@ -1,10 +1,13 @@
 #!/usr/bin/env python
-"""Train the shipped checkpoint (checkpoints/voiceguard.*) with one reproducible command.
+"""Train one network of the shipped checkpoint's recipe (into runs/default/voiceguard.* unless --out says otherwise).
 
     .venv/bin/python scripts/make_spoofs.py --out data/gen --corpus ../shared/corpus   # ~10 min
     .venv/bin/python scripts/make_more_vocoded.py --n 600                              # ~15 min
-    .venv/bin/python scripts/train_default.py                      # corpus + data/gen + data/gen2, ~35-45 min on 2 cores
+    .venv/bin/python scripts/train_default.py                      # corpus + data/gen + data/gen2, ~35-70 min on 2 cores
     .venv/bin/python scripts/train_default.py --quick              # a few minutes, for a smoke run
+
+The shipped checkpoint (checkpoints/voiceguard.*) is two such networks combined by
+scripts/combine_checkpoints.py; `make checkpoint` runs the whole recipe.
 
 Data: ../shared/corpus/manifest.csv (real and synthetic speech of many public sources) plus the locally
 generated spoofs in data/gen/manifest.csv (scripts/make_spoofs.py: espeak-ng, festival, flite, piper, and
@@ -114,7 +117,8 @@ def main(argv=None) -> int:
     ap.add_argument("--generated", nargs="*", default=[str(ROOT / "data" / "gen" / "manifest.csv"),
                                                        str(ROOT / "data" / "gen2" / "manifest.csv")],
                     help="manifests of locally generated spoofs")
-    ap.add_argument("--out", default=str(ROOT / "checkpoints" / "voiceguard"))
+    ap.add_argument("--out", default=str(ROOT / "runs" / "default" / "voiceguard"),
+                    help="checkpoint to write (default runs/default/voiceguard; the shipped one is a combination)")
     ap.add_argument("--epochs", type=int, default=28)
     ap.add_argument("--steps", type=int, default=80, help="steps per epoch")
     ap.add_argument("--batch-size", type=int, default=32)
