@@ -113,3 +113,28 @@ def test_shipped_checkpoint_loads_and_is_trained():
     assert cfg.short_calibration is not None  # short clips get a low-confidence probability
     size = sum(p.stat().st_size for p in checkpoint.DEFAULT_DIR.glob("voiceguard.*"))
     assert size < 5 * 2**20  # a few MB at most
+
+
+def test_model_card_describes_the_shipped_checkpoint(tmp_path):
+    """checkpoints/README.md is generated from the shipped checkpoint's JSON: regenerating its architecture,
+    training and validation sections (those need no measurement beyond the checkpoint) gives the committed text,
+    so the card cannot go stale when the checkpoint changes."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = tmp_path / "card.md"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "model_card.py"), "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+
+    def head(text: str) -> str:  # everything before the first measured section the card adds (or its end)
+        ends = [i for i in (text.find("\n## Long calls"), text.find("\n## Known limits")) if i >= 0]
+        return text[: min(ends)]
+
+    committed = (ROOT / "checkpoints" / "README.md").read_text()
+    assert "## Validation (held-out sources)" in head(committed)
+    assert head(out.read_text()) == head(committed)
+    _, cfg = checkpoint.load(ROOT / "checkpoints" / "voiceguard")
+    assert f"**{cfg.threshold:.3f}**" in head(committed)
