@@ -36,7 +36,7 @@ test: setup
 bench: setup
 	$(BIN)/python scripts/bench.py
 
-# Rebuilds the shipped checkpoint from ../shared/corpus (about 2.5 h on 2 CPU cores): local spoofs, two networks
+# Rebuilds the shipped checkpoint from ../shared/corpus (about 3 h on 2 CPU cores): local spoofs, two networks
 # trained apart (the second also on HiFi-GAN copies), combined into one; then its checks and its model card.
 GEN := data/gen/manifest.csv data/gen2/manifest.csv
 checkpoint: setup

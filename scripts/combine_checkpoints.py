@@ -63,6 +63,7 @@ def main(argv=None) -> int:
     for path, (m, cfg) in zip(args.checkpoints, loaded):
         logits = score_valset(Detector(m, cfg), val)
         data = {k: v for k, v in cfg.training.get("data", {}).items() if k.startswith("train_")}
+        data["manifests"] = cfg.training.get("replay", {}).get("manifests", [])
         members.append({"checkpoint": path, **{k: cfg.training.get(k) for k in MEMBER_KEYS}, "data": data,
                         "rescored": {k: round(v, 4) for k, v in val_metrics(logits, val).items() if k != "n"}})
         print(path, json.dumps(members[-1]["rescored"]), flush=True)

@@ -57,6 +57,30 @@ def training_commands(t: dict) -> list[str]:
     return lines
 
 
+# how each manifest of locally generated spoofs is made (scripts that write them, with their settings)
+SPOOF_RECIPES = {
+    "data/gen/manifest.csv": "`scripts/make_spoofs.py`: espeak-ng, festival, flite, piper in English and Italian; "
+                             "WORLD, Griffin-Lim and LPC copy-synthesis of 300 corpus real clips",
+    "data/gen2/manifest.csv": "`scripts/make_more_vocoded.py`: WORLD and Griffin-Lim copy-synthesis of 600 more",
+    "data/gen4/manifest.csv": "`scripts/make_more_vocoded.py --vocoders hifigan --out data/gen4 --n 450 --max-dur 8 "
+                              "--seed 4 --source local-hifigan`: HiFi-GAN copy-synthesis of 450 more",
+}
+
+
+def spoof_recipes(t: dict) -> str:
+    """The recipes of the generated manifests a checkpoint (or any of its combined networks) trained on; for a
+    combination, a manifest only some networks trained on says so."""
+    per_net = [m.get("data", {}).get("manifests") or [] for m in t.get("members", [])] \
+        or [t.get("replay", {}).get("manifests", [])]
+    used = [m for m in SPOOF_RECIPES if any(m in ms for ms in per_net)]
+    parts = []
+    for m in used:
+        nets = [i + 1 for i, ms in enumerate(per_net) if m in ms]
+        only = (f" (network {', '.join(map(str, nets))} only)" if len(nets) < len(per_net) else "")
+        parts.append(SPOOF_RECIPES[m] + only)
+    return "; ".join(parts) or "none"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / "voiceguard"))
@@ -118,14 +142,7 @@ def main(argv=None) -> int:
         ("- Data (each network's count above)" if t.get("members") else
          f"- Data: {d.get('train_files', '?')} training files ({d.get('train_minutes', '?')} min, "
          f"{d.get('train_synthetic_files', '?')} synthetic)")
-        + " from `../shared/corpus` and locally generated spoofs "
-        "(`scripts/make_spoofs.py`: espeak-ng, festival, flite, piper in English and Italian; WORLD, Griffin-Lim "
-        "and LPC copy-synthesis of 300 corpus real clips; `scripts/make_more_vocoded.py`: WORLD and Griffin-Lim "
-        "copy-synthesis of 600 more"
-        + ("; `scripts/make_more_vocoded.py --vocoders hifigan --out data/gen4 --n 450 --max-dur 8 --seed 4 "
-           "--source local-hifigan`: HiFi-GAN copy-synthesis of 450 more, for a network whose command lists "
-           "`data/gen4/manifest.csv`" if "data/gen4" in json.dumps(t.get("members", [])) else "")
-        + f"). Skipped: {d.get('skipped', {})}.",
+        + f" from `../shared/corpus` and locally generated spoofs ({spoof_recipes(t)}). Skipped: {d.get('skipped', {})}.",
         f"- Validation: {d.get('validation_files', '?')} files ({d.get('validation_minutes', '?')} min) from "
         f"**whole sources held out of training**: {', '.join(d.get('held_out_sources', []))}; and the locally "
         f"generated generators {', '.join(d.get('held_out_generators', []))} (copy-syntheses of held-out real "
