@@ -71,6 +71,9 @@ def main(argv=None) -> int:
     metrics = {k: round(v, 4) for k, v in val_metrics(logits, val).items() if k != "n"}
     config = fitted_config(base, logits, val, short_logits=short_logits)
     training = {k: v for k, v in first.training.items() if k not in MEMBER_KEYS + ("history",)}
+    # fine-tuning replays the training data of every member (each member's manifests, in order, once)
+    manifests = list(dict.fromkeys(m for mem in members for m in mem["data"]["manifests"]))
+    training["replay"] = {**training.get("replay", {}), "manifests": manifests}
     training.update({
         "command": "python scripts/combine_checkpoints.py " + " ".join(argv or sys.argv[1:]),
         "members": members,

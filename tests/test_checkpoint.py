@@ -115,6 +115,22 @@ def test_shipped_checkpoint_loads_and_is_trained():
     assert size < 5 * 2**20  # a few MB at most
 
 
+def test_fine_tuning_the_shipped_checkpoint_replays_every_networks_training_data():
+    """The shipped checkpoint combines networks trained on different data; `voiceguard finetune` replays what the
+    checkpoint records (train.replay_sources), so that record must hold every network's manifests."""
+    from voiceguard.train import replay_sources
+
+    _, cfg = checkpoint.load()
+    members = cfg.training.get("members", [])
+    recorded = cfg.training["replay"]["manifests"]
+    assert len(recorded) == len(set(recorded))
+    for member in members:
+        assert member["data"]["manifests"] and set(member["data"]["manifests"]) <= set(recorded), member["checkpoint"]
+    # the replayed data follows that record wherever its manifests are on this machine (here a stand-in root)
+    train_items, val_items = replay_sources(cfg, root="/nonexistent")
+    assert train_items == [] and val_items == []
+
+
 def test_model_card_describes_the_shipped_checkpoint(tmp_path):
     """checkpoints/README.md is generated from the shipped checkpoint's JSON: regenerating its architecture,
     training and validation sections (those need no measurement beyond the checkpoint) gives the committed text,
