@@ -9,6 +9,14 @@ it, and adds its printed EERs (new data's held-out part, original validation dat
 Layouts: `manifest` (synthetic clips and real references, grouped by sample name so the split keeps a sample's
 versions together), `folders` (two flat folders, `--real DIR --fake DIR`, speakers unknown: split by file) and
 `fakes-only` (one flat folder of the synthetic clips, `--fake DIR`; real speech from the original data).
+
+With `--new CSV --test CSV` the new clips are the synthetic clips of a manifest made here (say ~100 clips of
+Kokoro-82M by `voiceguard synth`, given as `--fake DIR`), and the rest of that generator's output, another
+manifest, is scored against the held-out real clips (clean and telephone copies) before and after: a test
+set larger than the fine-tune's own held-out quarter, which played no part in choosing its epoch.
+
+    .venv/bin/python scripts/finetune_check.py --new data/gen6/manifest.csv --test data/gen5/manifest.csv \
+        --source hexgrad+kokoro --seeds 0 1
 """
 from __future__ import annotations
 
@@ -33,9 +41,8 @@ class Elsewhere:
 
     def __init__(self, start: str | None, source: str) -> None:
         from scripts.train_default import heldout_valset
-        from voiceguard.detector import Detector
 
-        det = Detector.load(start, device="cpu")
+        det = _load(start)
         self.source = source
         self.val = heldout_valset(det.config.training, exclude=source)
         self.before = self._metrics(det)
@@ -46,13 +53,46 @@ class Elsewhere:
         return val_metrics(score_valset(det, self.val), self.val)
 
     def line(self, tuned: Path) -> str:
-        from voiceguard.detector import Detector
+        return self.describe(self.before, self._metrics(_load(tuned)),
+                             f"On the {self.files} held-out files unrelated to {self.source}")
 
-        a, b = self.before, self._metrics(Detector.load(tuned, device="cpu"))
-        files = sum(c == "clean" for c in self.val.condition)
-        return (f"On the {files} held-out files unrelated to {self.source} (each clean and as a telephone copy): "
-                f"EER {a['eer_all']:.1%} before, {b['eer_all']:.1%} after (clean {a['eer_clean']:.1%} → "
-                f"{b['eer_clean']:.1%}, telephone {a['eer_telephone']:.1%} → {b['eer_telephone']:.1%}).")
+    @property
+    def files(self) -> int:
+        return sum(c == "clean" for c in self.val.condition)
+
+    @staticmethod
+    def describe(a: dict, b: dict, what: str) -> str:
+        return (f"{what} (each clean and as a telephone copy): EER {a['eer_all']:.1%} before, {b['eer_all']:.1%} "
+                f"after (clean {a['eer_clean']:.1%} → {b['eer_clean']:.1%}, telephone {a['eer_telephone']:.1%} → "
+                f"{b['eer_telephone']:.1%}).")
+
+
+class RestOfOutput(Elsewhere):
+    """EER of a generator's other clips (a manifest's synthetic ones) against the held-out real clips, before and
+    after fine-tuning on some of its output."""
+
+    def __init__(self, start: str | None, manifest: str) -> None:
+        from scripts.train_default import heldout_valset
+        from voiceguard.data import read_manifest
+
+        det = _load(start)
+        self.manifest = manifest
+        fakes = [it for it in read_manifest(manifest) if it.label == 1]
+        self.val = heldout_valset(det.config.training, fakes=fakes)
+        self.n_fakes = len(fakes)
+        self.before = self._metrics(det)
+
+    def line(self, tuned: Path) -> str:
+        real = self.files - self.n_fakes
+        return self.describe(self.before, self._metrics(_load(tuned)),
+                             f"The rest of its output, {self.n_fakes} other clips ({self.manifest}), against the "
+                             f"{real} held-out real clips")
+
+
+def _load(path):
+    from voiceguard.detector import Detector
+
+    return Detector.load(path, device="cpu")
 
 
 def main(argv=None) -> int:
@@ -64,11 +104,22 @@ def main(argv=None) -> int:
     ap.add_argument("--from", dest="start", metavar="CHECKPOINT", help="starting checkpoint (default: shipped)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0],
                     help="one fine-tune per seed (each splits the new data into other train/held-out parts)")
+    ap.add_argument("--new", metavar="CSV", help="fine-tune on the synthetic clips of this manifest (as --fake DIR) "
+                                                 "instead of the clips of --source; --source then names the corpus "
+                                                 "source of the same generator, left out of 'elsewhere'")
+    ap.add_argument("--test", metavar="CSV", help="with --new: the rest of the generator's output, scored before and "
+                                                  "after against the held-out real clips")
     args, finetune_args = ap.parse_known_args(argv)  # the rest goes to `voiceguard finetune` (e.g. --epochs 10)
     corpus = Path(args.corpus)
     out = ROOT / "runs" / "finetune_check"
     out.mkdir(parents=True, exist_ok=True)
-    rows = [r for r in csv.DictReader(open(corpus / "manifest.csv", newline="")) if r["source"] == args.source]
+    if args.test and not args.new:
+        ap.error("--test goes with --new")
+    if args.new:  # a manifest made here: its paths are relative to its folder
+        corpus, args.layout = Path(args.new).resolve().parent, "fakes-only"
+        rows = [r for r in csv.DictReader(open(args.new, newline="")) if r["label"] == "spoof"]
+    else:
+        rows = [r for r in csv.DictReader(open(corpus / "manifest.csv", newline="")) if r["source"] == args.source]
     with open(out / "new.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "label", "speaker", "source", "generator", "lang"])
@@ -95,6 +146,7 @@ def main(argv=None) -> int:
     if args.start:
         finetune_args = ["--from", args.start, *finetune_args]
     elsewhere = Elsewhere(args.start, args.source)
+    rest = RestOfOutput(args.start, args.test) if args.test else None
     runs = []
     for seed in args.seeds:
         t0 = time.time()
@@ -109,7 +161,9 @@ def main(argv=None) -> int:
             return proc.returncode
         runs.append(f"`{' '.join(['--seed', str(seed), *finetune_args])}`: wall time {minutes:.1f} min on this "
                     "2-core machine (including decoding the replay data). Its output:\n\n```\n"
-                    + proc.stdout.strip() + "\n```\n\n" + elsewhere.line(out / f"model-{args.layout}-seed{seed}"))
+                    + proc.stdout.strip() + "\n```\n\n"
+                    + (rest.line(out / f"model-{args.layout}-seed{seed}") + "\n\n" if rest else "")
+                    + elsewhere.line(out / f"model-{args.layout}-seed{seed}"))
     how = {"manifest": "`voiceguard finetune --manifest new.csv`, the clips grouped by sample name (a sample's "
                        "versions stay on one side of the split),",
            "folders": "`voiceguard finetune --real real/ --fake fake/` with two flat folders (speakers unknown, so "
@@ -117,15 +171,24 @@ def main(argv=None) -> int:
            "fakes-only": "`voiceguard finetune --fake fake/` with the synthetic clips alone in one flat folder "
                          "(real speech comes from the original training and validation data),"}[args.layout]
     used = [r for r in rows if args.layout != "fakes-only" or r["label"] == "spoof"]
-    body = (f"{how} on {len(used)} clips of **{args.source}** "
-            f"({sum(r['label'] == 'spoof' for r in used)} synthetic, {sum(r['label'] == 'bonafide' for r in used)} "
-            f"real), a source the shipped model never trained on (it is one of the validation sources that chose its "
-            "epoch); each seed splits the new data differently into a training and a held-out part.\n\n"
-            + "\n\n".join(runs))
+    if args.new:
+        gens = sorted({r["generator"].split("/")[0] for r in rows})
+        langs = sorted({r["lang"] for r in rows})
+        body = (f"{how} on the {len(used)} synthetic clips of `{args.new}` ({', '.join(gens)}, made here with "
+                f"`voiceguard synth`; {'/'.join(langs)}), a generator none of the shipped networks trained on; each "
+                f"seed holds out a different quarter of them. The fine-tuned model is then scored on the rest of "
+                f"the generator's output, other clips it never saw (`{args.test}`).\n\n" + "\n\n".join(runs))
+        key = f"Fine-tuning on {len(used)} clips of an unseen generator ({', '.join(gens)})"
+    else:
+        body = (f"{how} on {len(used)} clips of **{args.source}** "
+                f"({sum(r['label'] == 'spoof' for r in used)} synthetic, {sum(r['label'] == 'bonafide' for r in used)} "
+                f"real), a source the shipped model never trained on (it is one of the validation sources that chose "
+                "its epoch); each seed splits the new data differently into a training and a held-out part.\n\n"
+                + "\n\n".join(runs))
+        key = "Fine-tuning on an unseen generator" + {"manifest": "", "folders": " (plain folders)",
+                                                      "fakes-only": " (synthetic clips only)"}[args.layout]
     extra_path = Path(args.extra)
     extra = json.loads(extra_path.read_text()) if extra_path.exists() else {}
-    key = "Fine-tuning on an unseen generator" + {"manifest": "", "folders": " (plain folders)",
-                                                  "fakes-only": " (synthetic clips only)"}[args.layout]
     extra[key] = body
     extra_path.write_text(json.dumps(extra, indent=1))
     return 0

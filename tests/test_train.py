@@ -1,6 +1,7 @@
 """Training and fine-tuning on tiny generated data; fine-tune -> evaluate through the CLI."""
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 
@@ -235,11 +236,16 @@ def test_finetune_on_fakes_only_through_the_cli(dataset, untrained_checkpoint, t
              for f in sorted((dataset / "fake" / d).glob("*.wav"))]
     replay.write_text("\n".join(rows) + "\n")
     common = ["--from", untrained_checkpoint, "--epochs", "1", "--steps", "4", "--batch-size", "8", "--workers", "0"]
-    out = run_cli("finetune", "--fake", fake, "--replay", replay, "--out", tmp_path / "ft", *common)
+    out = run_cli("finetune", "--fake", fake, "--replay", replay, "--out", tmp_path / "ft", *common,
+                  "--l2sp", "0", "--replay-fraction", "0.25", "--distill", "0.2")
     assert out.returncode == 0, out.stderr
     assert "holds no real recordings" in out.stderr and "held out at random, by file" in out.stderr
     assert re.search(r"EER on the new data's validation part: before all \d", out.stdout)
     assert (tmp_path / "ft.safetensors").exists()
+    # the checkpoint records how it was fine-tuned, the regulariser flags included
+    record = json.loads((tmp_path / "ft.json").read_text())["training"]["finetunes"][-1]
+    assert record["settings"] == {"epochs": 1, "steps_per_epoch": 4, "lr": 1e-3, "l2sp": 0.0, "distill": 0.2,
+                                  "replay_fraction": 0.25, "adversary": 0.0, "seed": 0}
 
     alone = run_cli("finetune", "--fake", fake, "--out", tmp_path / "ft2", *common)
     assert alone.returncode != 0 and not (tmp_path / "ft2.safetensors").exists()

@@ -379,6 +379,11 @@ def _add_finetune(sub) -> None:
     p.add_argument("--distill", type=float, default=0.5,
                    help="weight of a loss keeping the replayed clips' scores near the starting model's, so it "
                         "forgets less of what it knew (learning without forgetting; 0: off; default 0.5)")
+    p.add_argument("--l2sp", type=float, default=1e-3,
+                   help="weight of a pull of the weights towards the starting ones (L2-SP; 0: off; default 0.001)")
+    p.add_argument("--replay-fraction", type=float, default=0.5,
+                   help="share of each batch drawn from the replayed original training data when there is any "
+                        "(default 0.5)")
     p.set_defaults(func=_cmd_finetune)
 
 
@@ -396,7 +401,8 @@ def _cmd_finetune(args) -> int:
         print("no original training data found to replay; regularising towards the starting weights only",
               file=sys.stderr)
     result, report = finetune(items, model, base, replay_items=replay, original_val_items=original_val,
-                              config=_train_config(args, l2sp=1e-3, replay_fraction=0.5 if replay else 0.0,
+                              config=_train_config(args, l2sp=args.l2sp,
+                                                   replay_fraction=args.replay_fraction if replay else 0.0,
                                                    adversary=args.adversary, distill=args.distill),
                               val_fraction=args.val_fraction, log_fn=lambda m: print(m, file=sys.stderr),
                               progress=_show_epoch)

@@ -764,6 +764,8 @@ def fit_length_penalty(logits: np.ndarray, val: ValSet) -> float:
 REPLAY_FILES = 400  # original training files decoded for replay (a sample: decoding all costs minutes)
 ORIGINAL_VAL_FILES = 200  # original validation files re-scored before/after
 FORGET_TOLERANCE = 0.02  # EER the original validation data may lose while fine-tuning picks its epoch
+#: TrainConfig fields a fine-tune records in the checkpoint (training["finetunes"])
+FINETUNE_SETTINGS = ("epochs", "steps_per_epoch", "lr", "l2sp", "distill", "replay_fraction", "adversary", "seed")
 
 
 @dataclass
@@ -776,6 +778,7 @@ class FinetuneReport:
     new_val_files: int
     minutes: float
     kept_epoch: int = 0  # 0: no epoch beat the starting weights, which were kept
+    settings: dict = field(default_factory=dict)  # the fine-tune's settings (epochs, lr, regularisers, seed)
 
 
 def replay_sources(config: CheckpointConfig, root=None) -> tuple[list[Item], list[Item]]:
@@ -915,7 +918,8 @@ def finetune(
     log_fn(f"before: new data {before['new']}; original validation {before['original']}")
     log_fn(f"after:  new data {after['new']}; original validation {after['original']}")
     report = FinetuneReport(before, after, result.history, replay_desc, len(new_bank), len(new_val),
-                            round((time.time() - t0) / 60, 2), result.best_epoch)
+                            round((time.time() - t0) / 60, 2), result.best_epoch,
+                            {k: getattr(cfg, k) for k in FINETUNE_SETTINGS})
     summary = dict(base.training or {})
     summary.setdefault("finetunes", [])
     summary["finetunes"] = summary["finetunes"] + [{k: v for k, v in asdict(report).items() if k != "history"}]
