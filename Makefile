@@ -36,7 +36,7 @@ test: setup
 bench: setup
 	$(BIN)/python scripts/bench.py
 
-# Rebuilds the shipped checkpoint from ../shared/corpus (about 3 h on 2 CPU cores): local spoofs, two networks
+# Rebuilds the shipped checkpoint from ../shared/corpus (about 3.5 h on 2 CPU cores): local spoofs, two networks
 # trained apart (the second also on HiFi-GAN copies), combined into one; then its checks and its model card.
 GEN := data/gen/manifest.csv data/gen2/manifest.csv
 checkpoint: setup
@@ -47,6 +47,9 @@ checkpoint: setup
 	$(BIN)/python scripts/train_default.py --adversary 0.3 --generated $(GEN) data/gen4/manifest.csv --out runs/AH/voiceguard
 	$(BIN)/python scripts/combine_checkpoints.py runs/T/voiceguard runs/AH/voiceguard --out checkpoints/voiceguard
 	$(BIN)/python scripts/field_checks.py
+	$(BIN)/voiceguard synth --out data/gen5 --engines kokoro --vocoders -n 30 --seed 7
+	$(BIN)/voiceguard synth --out data/gen6 --engines kokoro --vocoders -n 50 --seed 11
+	$(BIN)/python scripts/finetune_check.py --new data/gen6/manifest.csv --test data/gen5/manifest.csv --source hexgrad+kokoro --seeds 0 1
 	for layout in manifest folders fakes-only; do $(BIN)/python scripts/finetune_check.py --layout $$layout --seeds 0 1; done
 	$(BIN)/python scripts/model_card.py --extra runs/card_extra.json
 
