@@ -115,7 +115,7 @@ def test_shipped_checkpoint_loads_and_is_trained():
     assert size < 5 * 2**20  # a few MB at most
 
 
-def test_fine_tuning_the_shipped_checkpoint_replays_every_networks_training_data():
+def test_fine_tuning_the_shipped_checkpoint_replays_every_networks_training_data(tmp_path):
     """The shipped checkpoint combines networks trained on different data; `voiceguard finetune` replays what the
     checkpoint records (train.replay_sources), so that record must hold every network's manifests."""
     from voiceguard.train import replay_sources
@@ -126,9 +126,19 @@ def test_fine_tuning_the_shipped_checkpoint_replays_every_networks_training_data
     assert len(recorded) == len(set(recorded))
     for member in members:
         assert member["data"]["manifests"] and set(member["data"]["manifests"]) <= set(recorded), member["checkpoint"]
-    # the replayed data follows that record wherever its manifests are on this machine (here a stand-in root)
-    train_items, val_items = replay_sources(cfg, root="/nonexistent")
-    assert train_items == [] and val_items == []
+    # stand-ins for those manifests under a checkout at tmp_path/repo: one training clip and one clip of a held-out
+    # source each; the replay reads every one of them and keeps the held-out clips for validation
+    held = cfg.training["replay"]["validation_sources"][0]
+    root = tmp_path / "repo"
+    for i, m in enumerate(recorded):
+        path = root / m
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"path,label,source\nclip{i}.flac,spoof,manifest{i}\nheld{i}.flac,bonafide,{held}\n")
+        for clip in (f"clip{i}.flac", f"held{i}.flac"):  # a manifest's missing files are skipped
+            (path.parent / clip).write_bytes(b"")
+    train_items, val_items = replay_sources(cfg, root=root)
+    assert sorted(it.source for it in train_items) == [f"manifest{i}" for i in range(len(recorded))]
+    assert [it.source for it in val_items] == [held] * len(recorded)
 
 
 def test_model_card_describes_the_shipped_checkpoint(tmp_path):

@@ -198,6 +198,20 @@ def _flat_copy(src_dirs, dest):
     return dest
 
 
+def test_finetune_flags_default_to_the_python_api_defaults():
+    """`voiceguard finetune` without flags runs what `train.finetune` runs by default (the CLI keeps its own
+    defaults so that its start-up does not import torch; this keeps the two from drifting apart)."""
+    from voiceguard.cli import build_parser
+    from voiceguard.train import FINETUNE_CONFIG
+
+    args = build_parser().parse_args(["finetune", "--fake", "x", "--out", "y"])
+    got = {"epochs": args.epochs, "steps_per_epoch": args.steps, "lr": args.lr, "patience": args.patience,
+           "max_seconds": args.max_minutes * 60, "l2sp": args.l2sp, "distill": args.distill,
+           "replay_fraction": args.replay_fraction, "adversary": args.adversary, "batch_size": args.batch_size,
+           "seed": args.seed}
+    assert got == {k: getattr(FINETUNE_CONFIG, k) for k in got}
+
+
 def test_flat_folders_are_split_by_file_with_a_note(dataset, tmp_path):
     """A flat folder (speakers unknown, one group) cannot be split by speaker: its files are held out at
     random and the user is told how to get a speaker split; labelled speaker folders still split by speaker."""

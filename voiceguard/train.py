@@ -764,6 +764,11 @@ def fit_length_penalty(logits: np.ndarray, val: ValSet) -> float:
 REPLAY_FILES = 400  # original training files decoded for replay (a sample: decoding all costs minutes)
 ORIGINAL_VAL_FILES = 200  # original validation files re-scored before/after
 FORGET_TOLERANCE = 0.02  # EER the original validation data may lose while fine-tuning picks its epoch
+#: what `finetune` (and `voiceguard finetune`, whose flag defaults must match: tests/test_train.py) runs by default.
+#: No early stop within the 8 epochs: the learning rate starts at its peak and anneals, so the first epochs forget
+#: the most and the last ones recover (with patience 3, one check stopped at epoch 3 and kept nothing)
+FINETUNE_CONFIG = TrainConfig(epochs=8, steps_per_epoch=40, lr=1e-3, patience=8, l2sp=1e-3, distill=0.5,
+                              replay_fraction=0.5, max_seconds=8 * 60)
 #: TrainConfig fields a fine-tune records in the checkpoint (training["finetunes"])
 FINETUNE_SETTINGS = ("epochs", "steps_per_epoch", "lr", "l2sp", "distill", "replay_fraction", "adversary", "seed")
 
@@ -835,10 +840,7 @@ def finetune(
     are reported on both.
     """
     t0 = time.time()
-    # no early stop within the 8 epochs: the learning rate starts at its peak and anneals, so the first epochs
-    # forget the most and the last ones recover (with patience 3, one check stopped at epoch 3 and kept nothing)
-    config = config or TrainConfig(epochs=8, steps_per_epoch=40, lr=1e-3, patience=8, l2sp=1e-3, distill=0.5,
-                                   replay_fraction=0.5, max_seconds=8 * 60)
+    config = config or replace(FINETUNE_CONFIG)
     new_items = list(new_items)
     new_paths = {it.path for it in new_items}  # the new data may overlap what the model was validated on
     original_val_items = [it for it in original_val_items or [] if it.path not in new_paths]
