@@ -208,7 +208,7 @@ def test_finetune_flags_default_to_the_python_api_defaults():
     got = {"epochs": args.epochs, "steps_per_epoch": args.steps, "lr": args.lr, "patience": args.patience,
            "max_seconds": args.max_minutes * 60, "l2sp": args.l2sp, "distill": args.distill,
            "replay_fraction": args.replay_fraction, "adversary": args.adversary, "batch_size": args.batch_size,
-           "seed": args.seed}
+           "interpolate": tuple(args.interpolate), "seed": args.seed}
     assert got == {k: getattr(FINETUNE_CONFIG, k) for k in got}
 
 
@@ -251,7 +251,7 @@ def test_finetune_on_fakes_only_through_the_cli(dataset, untrained_checkpoint, t
     replay.write_text("\n".join(rows) + "\n")
     common = ["--from", untrained_checkpoint, "--epochs", "1", "--steps", "4", "--batch-size", "8", "--workers", "0"]
     out = run_cli("finetune", "--fake", fake, "--replay", replay, "--out", tmp_path / "ft", *common,
-                  "--l2sp", "0", "--replay-fraction", "0.25", "--distill", "0.2")
+                  "--l2sp", "0", "--replay-fraction", "0.25", "--distill", "0.2", "--interpolate", "0.5")
     assert out.returncode == 0, out.stderr
     assert "holds no real recordings" in out.stderr and "held out at random, by file" in out.stderr
     assert re.search(r"EER on the new data's validation part: before all \d", out.stdout)
@@ -259,7 +259,9 @@ def test_finetune_on_fakes_only_through_the_cli(dataset, untrained_checkpoint, t
     # the checkpoint records how it was fine-tuned, the regulariser flags included
     record = json.loads((tmp_path / "ft.json").read_text())["training"]["finetunes"][-1]
     assert record["settings"] == {"epochs": 1, "steps_per_epoch": 4, "lr": 1e-3, "l2sp": 0.0, "distill": 0.2,
-                                  "replay_fraction": 0.25, "adversary": 0.0, "seed": 0}
+                                  "replay_fraction": 0.25, "adversary": 0.0, "interpolate": [0.5], "seed": 0}
+    # with --interpolate the fine-tune runs to its last epoch and chooses among its mixes with the start
+    assert record["kept_epoch"] == 1 and record["mix"] in (0.0, 0.5, 1.0)
 
     alone = run_cli("finetune", "--fake", fake, "--out", tmp_path / "ft2", *common)
     assert alone.returncode != 0 and not (tmp_path / "ft2.safetensors").exists()
@@ -335,6 +337,59 @@ def test_finetuning_an_ensemble_moves_every_member(dataset):
     for m, b in zip(result.model.members, before):
         assert any(not torch.equal(v, b[k]) for k, v in m.state_dict().items() if v.is_floating_point())
     assert "eer_all" in report.after["new"]
+
+
+def test_mixed_weights_lie_on_the_line_from_the_start_to_the_fine_tuned_ones():
+    from voiceguard.train import mix_weights
+
+    start = {"w": torch.zeros(3), "bn.running_var": torch.ones(2), "bn.num_batches_tracked": torch.tensor(5)}
+    end = {"w": torch.tensor([2.0, -4.0, 8.0]), "bn.running_var": torch.full((2,), 3.0),
+           "bn.num_batches_tracked": torch.tensor(9)}
+    for share in (0.0, 0.25, 1.0):
+        mixed = mix_weights(start, end, share)
+        torch.testing.assert_close(mixed["w"], share * end["w"])
+        torch.testing.assert_close(mixed["bn.running_var"], torch.full((2,), 1.0 + 2.0 * share))
+        assert mixed["bn.num_batches_tracked"].item() == 9  # counters are not interpolated
+
+
+def test_interpolation_keeps_the_mix_the_validation_prefers_and_refits_for_it(dataset):
+    """``finetune``'s last step: of the fine-tuned weights mixed with the starting ones at each share, the one the
+    selection rule prefers is kept, its weights exactly that mix and its calibration fitted on its own scores."""
+    import copy
+
+    from voiceguard.detector import Detector
+    from voiceguard.train import TrainResult, _interpolated, mix_weights, score_valset
+
+    items = read_folders(dataset / "real", dataset / "fake")
+    val = ValSet.build(ClipBank(items[::3]), telephone=False)
+    start, end = Detector.untrained(seed=1), Detector.untrained(seed=2)
+    plain = start.config
+    start_state = copy.deepcopy(start.model.state_dict())
+    probe = copy.deepcopy(end.model)
+    probe.load_state_dict(mix_weights(start_state, end.model.state_dict(), 0.5))
+    wanted = score_valset(Detector(probe, plain), val)
+
+    def select(logits, initial):  # prefers the logits of the half-way mix
+        ok = np.isfinite(logits) & np.isfinite(wanted)
+        return float(np.abs(logits[ok] - wanted[ok]).mean()) if ok.any() else 1.0
+
+    res = TrainResult(copy.deepcopy(end.model), plain, [], score_valset(Detector(end.model, plain), val),
+                      initial_logits=score_valset(Detector(start.model, plain), val), best_epoch=3)
+    cfg = TrainConfig(interpolate=(0.25, 0.5, 0.75))
+    out, share = _interpolated(res, start_state, val, cfg, plain, select, lambda s: None)
+    assert share == 0.5
+    for k, v in out.model.state_dict().items():
+        torch.testing.assert_close(v, probe.state_dict()[k])
+    np.testing.assert_allclose(out.val_logits, wanted)
+    assert out.config.calibration != plain.calibration  # re-fitted on the kept mix's scores
+
+    # a rule that prefers the fine-tuned weights keeps them as they are
+    res = TrainResult(copy.deepcopy(end.model), plain, [], res.val_logits, res.initial_logits, best_epoch=3)
+    keep_end, share = _interpolated(res, start_state, val, cfg, plain, lambda lg, init: float(lg is not res.val_logits),
+                                    lambda s: None)
+    assert share == 1.0 and keep_end is res
+    for k, v in keep_end.model.state_dict().items():
+        torch.testing.assert_close(v, end.model.state_dict()[k])
 
 
 def test_copy_synthesis_pairs_share_crop_and_channel(tmp_path):

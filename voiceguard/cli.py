@@ -384,6 +384,11 @@ def _add_finetune(sub) -> None:
     p.add_argument("--replay-fraction", type=float, default=0.5,
                    help="share of each batch drawn from the replayed original training data when there is any "
                         "(default 0.5)")
+    p.add_argument("--interpolate", type=float, nargs="*", default=[],
+                   metavar="SHARE",
+                   help="after training, also try the fine-tuned weights mixed with the starting ones at these "
+                        "shares of the fine-tuned ones (e.g. 0.25 0.5 0.75; weight-space ensembling, WiSE-FT) "
+                        "and keep the best on the validation data, forgetting included (default: none)")
     p.set_defaults(func=_cmd_finetune)
 
 
@@ -403,7 +408,8 @@ def _cmd_finetune(args) -> int:
     result, report = finetune(items, model, base, replay_items=replay, original_val_items=original_val,
                               config=_train_config(args, l2sp=args.l2sp,
                                                    replay_fraction=args.replay_fraction if replay else 0.0,
-                                                   adversary=args.adversary, distill=args.distill),
+                                                   adversary=args.adversary, distill=args.distill,
+                                                   interpolate=tuple(args.interpolate)),
                               val_fraction=args.val_fraction, log_fn=lambda m: print(m, file=sys.stderr),
                               progress=_show_epoch)
     path = checkpoint.save(args.out, result.model, result.config)
@@ -416,6 +422,8 @@ def _cmd_finetune(args) -> int:
     print(f"EER on the original validation data:  before {fmt(report.before['original'])}; "
           f"after {fmt(report.after['original'])}")
     kept = f"epoch {report.kept_epoch}" if report.kept_epoch else "the starting weights"
+    if report.kept_epoch and report.mix < 1.0:
+        kept += f", {report.mix:.0%} of the way from the starting weights"
     print(f"wrote {path} in {report.minutes:.1f} min (kept {kept}; replay: {report.replay}); threshold "
           f"{result.config.threshold:.3f}")
     return EXIT_OK

@@ -11,6 +11,7 @@ is the number a user would see. Train/validation splits are by speaker and sourc
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import math
 import time
@@ -47,6 +48,9 @@ class TrainConfig:
     l2sp: float = 0.0  # pull towards the starting weights (fine-tuning)
     distill: float = 0.0  # > 0 (fine-tuning): keep the replayed examples' logits near the starting model's (see train)
     replay_fraction: float = 0.0  # share of each batch drawn from the replay bank (fine-tuning)
+    # fine-tuning: after training, also try these mixes of the fine-tuned and the starting weights (the share
+    # of the fine-tuned ones) and keep the best on validation (see finetune); () keeps the fine-tuned weights
+    interpolate: tuple = ()
     ema: float = 0.0  # > 0: validate and keep an exponential moving average of the weights (this decay per step)
     pair_fraction: float = 0.0  # share of draws that take a copy-synthesis with its real original (see CropStream)
     freq_mask: float = 0.0  # > 0: per example, blank one random band of up to this share of the feature rows
@@ -770,7 +774,62 @@ FORGET_TOLERANCE = 0.02  # EER the original validation data may lose while fine-
 FINETUNE_CONFIG = TrainConfig(epochs=8, steps_per_epoch=40, lr=1e-3, patience=8, l2sp=1e-3, distill=0.5,
                               replay_fraction=0.5, max_seconds=8 * 60)
 #: TrainConfig fields a fine-tune records in the checkpoint (training["finetunes"])
-FINETUNE_SETTINGS = ("epochs", "steps_per_epoch", "lr", "l2sp", "distill", "replay_fraction", "adversary", "seed")
+FINETUNE_SETTINGS = ("epochs", "steps_per_epoch", "lr", "l2sp", "distill", "replay_fraction", "adversary",
+                     "interpolate", "seed")
+
+
+def mix_weights(start: dict, end: dict, share: float) -> dict:
+    """State dict ``share`` of the way from ``start`` to ``end`` (floating tensors, buffers included;
+    counters are taken from ``end``): weight-space ensembling of a fine-tuned model with its starting point
+    (WiSE-FT, Wortsman et al. 2022), which keeps much of what fine-tuning gained on the new data while
+    giving back much of what it cost elsewhere."""
+    return {k: (start[k] + share * (v - start[k])) if v.is_floating_point() else v for k, v in end.items()}
+
+
+def _interpolated(result: "TrainResult", start_state: dict, val: "ValSet", cfg: TrainConfig,
+                  base: CheckpointConfig, select: Callable, log_fn: Callable[[str], None]):
+    """(result, share): the kept epoch's weights mixed with the starting ones at each share in
+    ``cfg.interpolate``, scored on ``val``; the best by ``select`` among those, the kept epoch itself (share 1)
+    and the starting weights (share 0), with the calibration re-fitted for it."""
+    import torch
+
+    from .calibration import Calibration
+    from .detector import Detector
+
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = result.model
+    end_state = copy.deepcopy(model.state_dict())
+    eval_cfg = base.replace(calibration=Calibration(), trained=True)
+    initial = result.initial_logits
+    scored = {1.0: (result.val_logits, None), 0.0: (initial, None)}
+    for share in sorted({float(s) for s in cfg.interpolate} - {0.0, 1.0}):
+        model.load_state_dict(mix_weights(start_state, end_state, share))
+        model.to(device).eval()
+        scored[share] = score_valset(Detector(model, eval_cfg, device=device), val, short=True)
+        model.cpu()
+    # the rule's score, then (ties) the EER over all the validation data: of mixes alike on the new data, the
+    # one that kept more of what the model knew
+    keys = {s: (round(select(lg, initial), 4), val_metrics(lg, val).get("eer_all", 1.0))
+            for s, (lg, _) in scored.items()}
+    for s in sorted(keys):
+        log_fn(f"weights {s:.0%} fine-tuned, {1 - s:.0%} starting: selection score {keys[s][0]:.4f}, "
+               f"EER on all the validation data {keys[s][1]:.1%}")
+    share = min(sorted(keys, reverse=True), key=keys.get)
+    if share == 1.0:
+        model.load_state_dict(end_state)
+        return result, 1.0
+    logits, short = scored[share]
+    if short is None:  # the starting weights: their short clips' logits are scored again
+        model.load_state_dict(start_state)
+        model.to(device).eval()
+        logits, short = score_valset(Detector(model, eval_cfg, device=device), val, short=True)
+        model.cpu()
+    else:
+        model.load_state_dict(mix_weights(start_state, end_state, share))
+    model.eval()
+    log_fn(f"kept {share:.0%} of the fine-tuned weights, {1 - share:.0%} of the starting ones")
+    out_cfg = fitted_config(base, logits, val, cfg.false_alarm_target, short_logits=short)
+    return replace(result, model=model, config=out_cfg, val_logits=logits), share
 
 
 @dataclass
@@ -784,6 +843,7 @@ class FinetuneReport:
     minutes: float
     kept_epoch: int = 0  # 0: no epoch beat the starting weights, which were kept
     settings: dict = field(default_factory=dict)  # the fine-tune's settings (epochs, lr, regularisers, seed)
+    mix: float = 1.0  # share of the kept epoch's weights in the result, the rest the starting weights'
 
 
 def replay_sources(config: CheckpointConfig, root=None) -> tuple[list[Item], list[Item]]:
@@ -836,8 +896,10 @@ def finetune(
     (when available); the loss keeps the replayed clips' logits near the starting model's
     (``TrainConfig.distill``) and pulls the weights towards the starting ones (L2-SP). The epoch kept (and
     early stopping) follows the new validation part's EER, as long as the original validation data loses at
-    most ``FORGET_TOLERANCE``; the calibration is re-fitted on both parts together. EERs before and after
-    are reported on both.
+    most ``FORGET_TOLERANCE``. With ``TrainConfig.interpolate`` the fine-tune instead runs to its last epoch,
+    whose weights are mixed with the starting ones at those shares (weight-space ensembling, see
+    :func:`mix_weights`), and the best mix by that rule is kept (the last epoch or the start included). The calibration is re-fitted on both parts together. EERs before
+    and after are reported on both.
     """
     t0 = time.time()
     config = config or replace(FINETUNE_CONFIG)
@@ -907,8 +969,19 @@ def finetune(
     def describe(logits: np.ndarray) -> dict:  # both parts' EER in each epoch's record
         return {f"{part}_eer_all": m["eer_all"] for part, m in per_part(logits).items() if "eer_all" in m}
 
+    start_state = copy.deepcopy(model.state_dict())  # train() updates the model in place
+    calls = itertools.count()
+
+    def last_epoch(logits: np.ndarray, initial: np.ndarray | None) -> float:
+        return -float(next(calls))  # every epoch beats the one before: train() returns the last one
+
+    # with interpolation the fine-tune runs to its end (the annealed last epoch, as in WiSE-FT) and the rule
+    # chooses among its mixes with the starting weights instead of among epochs
     result = train(new_bank, combined, config=cfg, base=base, init_model=model, replay_bank=replay_bank,
-                   progress=progress, select=select, describe=describe)
+                   progress=progress, select=last_epoch if cfg.interpolate else select, describe=describe)
+    mix = 1.0
+    if cfg.interpolate and result.best_epoch > 0:
+        result, mix = _interpolated(result, start_state, combined, cfg, base, select, log_fn)
 
     if result.best_epoch == 0:
         log_fn("note: no epoch did better on the new data than the starting model without losing more than "
@@ -921,7 +994,7 @@ def finetune(
     log_fn(f"after:  new data {after['new']}; original validation {after['original']}")
     report = FinetuneReport(before, after, result.history, replay_desc, len(new_bank), len(new_val),
                             round((time.time() - t0) / 60, 2), result.best_epoch,
-                            {k: getattr(cfg, k) for k in FINETUNE_SETTINGS})
+                            {k: getattr(cfg, k) for k in FINETUNE_SETTINGS}, mix)
     summary = dict(base.training or {})
     summary.setdefault("finetunes", [])
     summary["finetunes"] = summary["finetunes"] + [{k: v for k, v in asdict(report).items() if k != "history"}]
