@@ -386,9 +386,10 @@ def _add_finetune(sub) -> None:
                         "(default 0.5)")
     p.add_argument("--interpolate", type=float, nargs="*", default=[],
                    metavar="SHARE",
-                   help="after training, also try the fine-tuned weights mixed with the starting ones at these "
-                        "shares of the fine-tuned ones (e.g. 0.25 0.5 0.75; weight-space ensembling, WiSE-FT) "
-                        "and keep the best on the validation data, forgetting included (default: none)")
+                   help="train to the last epoch, then also try its weights mixed with the starting ones at "
+                        "these shares of the fine-tuned ones (e.g. 0.25 0.5 0.75; weight-space ensembling, "
+                        "WiSE-FT) and keep the best on the validation data, forgetting included (default: off, "
+                        "the best epoch is kept; measured in the README)")
     p.set_defaults(func=_cmd_finetune)
 
 
