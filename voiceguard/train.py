@@ -801,12 +801,21 @@ def _interpolated(result: "TrainResult", start_state: dict, val: "ValSet", cfg: 
     end_state = copy.deepcopy(model.state_dict())
     eval_cfg = base.replace(calibration=Calibration(), trained=True)
     initial = result.initial_logits
+
+    def load(share: float) -> None:
+        model.load_state_dict(end_state if share == 1.0 else mix_weights(start_state, end_state, share))
+        model.eval()
+
+    def score(share: float) -> tuple[np.ndarray, np.ndarray]:
+        load(share)
+        model.to(device)
+        out = score_valset(Detector(model, eval_cfg, device=device), val, short=True)
+        model.cpu()
+        return out
+
     scored = {1.0: (result.val_logits, None), 0.0: (initial, None)}
     for share in sorted({float(s) for s in cfg.interpolate} - {0.0, 1.0}):
-        model.load_state_dict(mix_weights(start_state, end_state, share))
-        model.to(device).eval()
-        scored[share] = score_valset(Detector(model, eval_cfg, device=device), val, short=True)
-        model.cpu()
+        scored[share] = score(share)
     # the rule's score, then (ties) the EER over all the validation data: of mixes alike on the new data, the
     # one that kept more of what the model knew
     keys = {s: (round(select(lg, initial), 4), val_metrics(lg, val).get("eer_all", 1.0))
@@ -815,18 +824,12 @@ def _interpolated(result: "TrainResult", start_state: dict, val: "ValSet", cfg: 
         log_fn(f"weights {s:.0%} fine-tuned, {1 - s:.0%} starting: selection score {keys[s][0]:.4f}, "
                f"EER on all the validation data {keys[s][1]:.1%}")
     share = min(sorted(keys, reverse=True), key=keys.get)
+    load(share)
     if share == 1.0:
-        model.load_state_dict(end_state)
         return result, 1.0
     logits, short = scored[share]
     if short is None:  # the starting weights: their short clips' logits are scored again
-        model.load_state_dict(start_state)
-        model.to(device).eval()
-        logits, short = score_valset(Detector(model, eval_cfg, device=device), val, short=True)
-        model.cpu()
-    else:
-        model.load_state_dict(mix_weights(start_state, end_state, share))
-    model.eval()
+        logits, short = score(share)
     log_fn(f"kept {share:.0%} of the fine-tuned weights, {1 - share:.0%} of the starting ones")
     out_cfg = fitted_config(base, logits, val, cfg.false_alarm_target, short_logits=short)
     return replace(result, model=model, config=out_cfg, val_logits=logits), share
@@ -969,7 +972,7 @@ def finetune(
     def describe(logits: np.ndarray) -> dict:  # both parts' EER in each epoch's record
         return {f"{part}_eer_all": m["eer_all"] for part, m in per_part(logits).items() if "eer_all" in m}
 
-    start_state = copy.deepcopy(model.state_dict())  # train() updates the model in place
+    start_state = copy.deepcopy(model.state_dict()) if cfg.interpolate else None  # train() updates it in place
     calls = itertools.count()
 
     def last_epoch(logits: np.ndarray, initial: np.ndarray | None) -> float:
