@@ -8,7 +8,10 @@
    generator's speech inserted (and, as an upper bound, 20 s of a generator seen in training): how many are
    flagged, and does a flagged region cover the insertion?
 2. Shortcut cues on held-out real clips: share flagged before/after resampling, codecs, padding, gain.
-3. Copies against their originals: each vocoder copy-synthesis (WORLD, Griffin-Lim, LPC) of a held-out real clip
+3. Long calls through telephone codecs: longer pseudo-calls (14 min; call-centre recordings run 5-14 min) of
+   held-out real speech through mu-law, GSM 6.10, AMR-NB and noise: how many are called synthetic, and how close
+   the highest call probability comes to the threshold. ``--only codec-calls`` runs this check alone.
+4. Copies against their originals: each vocoder copy-synthesis (WORLD, Griffin-Lim, LPC) of a held-out real clip
    scored against that very clip, clean and as a telephone copy. Same speaker, words and recording: only the
    synthesis differs, so the share of copies scored above their original measures what the model sees of the
    synthesis itself, apart from any difference between sources (50 %: it sees nothing).
@@ -29,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from scripts.train_default import HELD_OUT_SOURCES, heldout_valset  # noqa: E402
 from voiceguard import audio  # noqa: E402
-from voiceguard.augment import codec, telephone_copy  # noqa: E402
+from voiceguard.augment import add_noise, codec, telephone_copy  # noqa: E402
 from voiceguard.data import read_manifest  # noqa: E402
 from voiceguard.detector import Detector  # noqa: E402
 from voiceguard.signals import busy, dtmf, hold_music, ringback  # noqa: E402
@@ -47,6 +50,47 @@ def stitch(clips: list[np.ndarray], minutes: float, rng) -> np.ndarray:
         out += [x.astype(np.float32), gap]
         n += len(x) + len(gap)
     return np.concatenate(out)
+
+
+#: the channels of the codec long-call check: name -> transform of a 16 kHz call
+CALL_CHANNELS = {
+    "clean": lambda x: x,
+    "µ-law 8 kHz (300–3400 Hz)": lambda x: telephone_copy(x, "ulaw"),
+    "GSM 6.10 (300–3400 Hz)": lambda x: telephone_copy(x, "gsm"),
+    "AMR-NB 12.2 kbit/s (300–3400 Hz)": lambda x: telephone_copy(x, "amr"),
+    "µ-law with pink noise at 15 dB SNR": lambda x: telephone_copy(add_noise(x, 15.0, np.random.default_rng(1)),
+                                                                   "ulaw"),
+}
+
+
+def codec_calls(det: Detector, real: list[np.ndarray], calls: int, minutes: float) -> str:
+    """Real pseudo-calls of ``minutes`` through each of :data:`CALL_CHANNELS`: verdicts and call probabilities."""
+    rng = np.random.default_rng(5)
+    probs: dict[str, list[float]] = {name: [] for name in CALL_CHANNELS}
+    flagged: dict[str, int] = {name: 0 for name in CALL_CHANNELS}
+    skipped = []
+    for i in range(calls):
+        call = stitch(real, minutes, rng)
+        for name, f in CALL_CHANNELS.items():
+            try:
+                y = f(call)
+            except RuntimeError as e:  # AMR-NB without sox
+                skipped.append(f"{name}: {e}")
+                continue
+            r = det.score_array(y, SR)
+            probs[name].append(r.probability)
+            flagged[name] += r.verdict == "synthetic"
+            print(json.dumps({"call": i, "channel": name, "p": r.probability, "verdict": r.verdict}), flush=True)
+    lines = ["| channel | real calls called synthetic | highest call probability | mean call probability |",
+             "|---|---|---|---|"]
+    for name, ps in probs.items():
+        if ps:
+            lines.append(f"| {name} | {flagged[name]} of {len(ps)} | {max(ps):.3f} | {np.mean(ps):.3f} |")
+    note = f" Not run: {sorted(set(skipped))}." if skipped else ""
+    return (f"{calls} pseudo-calls of about {minutes:g} min stitched from real clips of the held-out sources (as "
+            "under \"Long calls\", other draws), each scored clean and through telephone codecs (µ-law, GSM and "
+            "AMR-NB after a 300–3400 Hz band-pass at 8 kHz; noise added before the band-pass); threshold "
+            f"{det.threshold:.3f}. Measured by `scripts/field_checks.py`.{note}\n\n" + "\n".join(lines))
 
 
 def copies_against_originals(det: Detector) -> str:
@@ -79,7 +123,9 @@ def main(argv=None) -> int:
     ap.add_argument("--corpus", default=str(ROOT.parent / "shared" / "corpus" / "manifest.csv"))
     ap.add_argument("--calls", type=int, default=10)
     ap.add_argument("--minutes", type=float, default=6.0)
+    ap.add_argument("--long-minutes", type=float, default=14.0, help="length of the codec long-call check's calls")
     ap.add_argument("--out", default=str(ROOT / "runs" / "card_extra.json"))
+    ap.add_argument("--only", choices=("codec-calls",), help="run this check alone (the others keep their figures)")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     det = Detector.load(args.checkpoint, device="cpu")
@@ -88,6 +134,9 @@ def main(argv=None) -> int:
     corpus = read_manifest(args.corpus)
     items = [it for it in corpus if it.source in held_out]
     real = [audio.load(it.path)[0] for it in items if it.label == 0]
+    codec_section = {"Long calls through telephone codecs": codec_calls(det, real, args.calls, args.long_minutes)}
+    if args.only == "codec-calls":
+        return _write(args.out, codec_section)
 
     def fakes_to_splice(pool) -> list[tuple[str, np.ndarray]]:  # (generator, signal) of synthetic clips over 4 s
         loaded = ((it.generator, audio.load(it.path)[0]) for it in pool if it.label == 1 and it.extra.get("duration"))
@@ -224,13 +273,18 @@ def main(argv=None) -> int:
         print(name, share, flush=True)
     shortcut = (f"{len(sel)} real clips of the held-out sources, each transformed; share given the verdict "
                 "`synthetic` at the stored threshold.\n\n" + "\n".join(cues))
-    out = {"Long calls (held-out real speech)": long_calls, "Tones and music on hold in real calls": tones,
-           "Channel cues on held-out real speech": shortcut,
+    out = {"Long calls (held-out real speech)": long_calls, **codec_section,
+           "Tones and music on hold in real calls": tones, "Channel cues on held-out real speech": shortcut,
            "Vocoded copies against their own originals": copies_against_originals(det)}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    old = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
-    Path(args.out).write_text(json.dumps({**old, **out}, indent=1))  # keeps what finetune_check.py wrote
-    print(f"wrote {args.out}")
+    return _write(args.out, out)
+
+
+def _write(path: str, sections: dict) -> int:
+    """Add ``sections`` to the JSON file at ``path``, keeping the others (what finetune_check.py wrote)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    old = json.loads(Path(path).read_text()) if Path(path).exists() else {}
+    Path(path).write_text(json.dumps({**old, **sections}, indent=1))
+    print(f"wrote {path}")
     return 0
 
 
