@@ -208,7 +208,7 @@ def test_finetune_flags_default_to_the_python_api_defaults():
     got = {"epochs": args.epochs, "steps_per_epoch": args.steps, "lr": args.lr, "patience": args.patience,
            "max_seconds": args.max_minutes * 60, "l2sp": args.l2sp, "distill": args.distill,
            "replay_fraction": args.replay_fraction, "adversary": args.adversary, "batch_size": args.batch_size,
-           "interpolate": tuple(args.interpolate), "seed": args.seed}
+           "interpolate": tuple(args.interpolate), "ema": args.ema, "seed": args.seed}
     assert got == {k: getattr(FINETUNE_CONFIG, k) for k in got}
 
 
@@ -259,7 +259,8 @@ def test_finetune_on_fakes_only_through_the_cli(dataset, untrained_checkpoint, t
     # the checkpoint records how it was fine-tuned, the regulariser flags included
     record = json.loads((tmp_path / "ft.json").read_text())["training"]["finetunes"][-1]
     assert record["settings"] == {"epochs": 1, "steps_per_epoch": 4, "lr": 1e-3, "l2sp": 0.0, "distill": 0.2,
-                                  "replay_fraction": 0.25, "adversary": 0.0, "interpolate": [0.5], "seed": 0}
+                                  "replay_fraction": 0.25, "adversary": 0.0, "interpolate": [0.5], "ema": 0.0,
+                                  "seed": 0}
     # with --interpolate the fine-tune runs to its last epoch and chooses among its mixes with the start
     assert record["kept_epoch"] == 1 and record["mix"] in (0.0, 0.5, 1.0)
 

@@ -384,6 +384,9 @@ def _add_finetune(sub) -> None:
     p.add_argument("--replay-fraction", type=float, default=0.5,
                    help="share of each batch drawn from the replayed original training data when there is any "
                         "(default 0.5)")
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="validate and keep a moving average of the weights, this decay per step (e.g. 0.98; "
+                        "default 0: off)")
     p.add_argument("--interpolate", type=float, nargs="*", default=[],
                    metavar="SHARE",
                    help="train to the last epoch, then also try its weights mixed with the starting ones at "
@@ -410,7 +413,7 @@ def _cmd_finetune(args) -> int:
                               config=_train_config(args, l2sp=args.l2sp,
                                                    replay_fraction=args.replay_fraction if replay else 0.0,
                                                    adversary=args.adversary, distill=args.distill,
-                                                   interpolate=tuple(args.interpolate)),
+                                                   interpolate=tuple(args.interpolate), ema=args.ema),
                               val_fraction=args.val_fraction, log_fn=lambda m: print(m, file=sys.stderr),
                               progress=_show_epoch)
     path = checkpoint.save(args.out, result.model, result.config)

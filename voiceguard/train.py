@@ -775,7 +775,7 @@ FINETUNE_CONFIG = TrainConfig(epochs=8, steps_per_epoch=40, lr=1e-3, patience=8,
                               replay_fraction=0.5, max_seconds=8 * 60)
 #: TrainConfig fields a fine-tune records in the checkpoint (training["finetunes"])
 FINETUNE_SETTINGS = ("epochs", "steps_per_epoch", "lr", "l2sp", "distill", "replay_fraction", "adversary",
-                     "interpolate", "seed")
+                     "interpolate", "ema", "seed")
 
 
 def mix_weights(start: dict, end: dict, share: float) -> dict:
