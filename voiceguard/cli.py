@@ -283,7 +283,7 @@ def _cmd_scan(args) -> int:
 
 
 # ---------------------------------------------------------------------------- train / finetune
-def _add_train_args(p, *, epochs: int, steps: int, lr: float, minutes: float, patience: int) -> None:
+def _add_train_args(p, *, epochs: int, steps: int, lr: float, minutes: float, patience: int, ema: float) -> None:
     p.add_argument("--out", required=True, metavar="NAME", help="checkpoint to write: NAME.safetensors + NAME.json")
     p.add_argument("--epochs", type=int, default=epochs, help=f"at most this many epochs (default {epochs})")
     p.add_argument("--steps", type=int, default=steps, help=f"batches per epoch (default {steps})")
@@ -294,6 +294,9 @@ def _add_train_args(p, *, epochs: int, steps: int, lr: float, minutes: float, pa
                    help=f"stop after this many epochs without a better validation EER (default {patience})")
     p.add_argument("--val-fraction", type=float, default=0.25,
                    help="share held out for validation, split by speaker/source (default 0.25)")
+    p.add_argument("--ema", type=float, default=ema,
+                   help=f"validate and keep a moving average of the weights, this decay per step (0: off; "
+                        f"default {ema:g})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="processes preparing augmented examples (default 1)")
     p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
@@ -304,7 +307,7 @@ def _train_config(args, **extra):
 
     return TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size, lr=args.lr,
                        max_seconds=args.max_minutes * 60, seed=args.seed, workers=args.workers,
-                       patience=args.patience,
+                       patience=args.patience, ema=args.ema,
                        device=args.device, **extra)
 
 
@@ -319,14 +322,11 @@ def _add_train(sub) -> None:
                                    "by file; the best epoch by validation EER is kept, then calibrated. To "
                                    "rebuild the shipped checkpoint use scripts/train_default.py.")
     _add_data_args(p)
-    _add_train_args(p, epochs=20, steps=100, lr=2e-3, minutes=60, patience=6)
+    _add_train_args(p, epochs=20, steps=100, lr=2e-3, minutes=60, patience=6, ema=0.995)
     # the defaults are the shipped checkpoint's recipe (scripts/train_default.py)
     p.add_argument("--features", choices=("lfb", "lfcc", "logmel"), default="lfb",
                    help="front-end: log linear filterbank (default), LFCC with deltas, or log mel filterbank")
     p.add_argument("--bands", type=int, default=None, help="front-end filters (default 60; 70 for lfcc)")
-    p.add_argument("--ema", type=float, default=0.995,
-                   help="validate and keep a moving average of the weights, this decay per step (0: off; "
-                        "default 0.995)")
     p.add_argument("--balance", choices=("sqrt", "source"), default="sqrt",
                    help="how clips are drawn across sources and speakers (default sqrt; see the README)")
     p.add_argument("--adversary", type=float, default=0.3,
@@ -348,7 +348,7 @@ def _cmd_train(args) -> int:
     feats = FeatureConfig.of_kind(args.features, args.bands)
     base = CheckpointConfig(name=Path(args.out).name, features=feats,
                             model=ModelConfig(n_features=feats.n_features))
-    config = _train_config(args, ema=args.ema, balance=args.balance, adversary=args.adversary)
+    config = _train_config(args, balance=args.balance, adversary=args.adversary)
     result = train(ClipBank(tr), val, config=config, base=base, progress=_show_epoch)
     best = min((h for h in result.history if "eer_all" in h), key=lambda h: h["eer_all"])
     cfg = result.config.replace(training={"history": result.history, "best_epoch": best["epoch"],
@@ -372,7 +372,7 @@ def _add_finetune(sub) -> None:
     _add_data_args(p)
     p.add_argument("--from", dest="checkpoint", metavar="CHECKPOINT", help="starting checkpoint (default: shipped)")
     p.add_argument("--replay", metavar="CSV", help="manifest of original training data to replay")
-    _add_train_args(p, epochs=8, steps=40, lr=1e-3, minutes=8, patience=8)
+    _add_train_args(p, epochs=8, steps=40, lr=1e-3, minutes=8, patience=8, ema=0.0)
     p.add_argument("--adversary", type=float, default=0.0,
                    help="weight of a gradient-reversed classifier of real clips' source, new and replayed "
                         "(default 0: off)")
@@ -384,9 +384,6 @@ def _add_finetune(sub) -> None:
     p.add_argument("--replay-fraction", type=float, default=0.5,
                    help="share of each batch drawn from the replayed original training data when there is any "
                         "(default 0.5)")
-    p.add_argument("--ema", type=float, default=0.0,
-                   help="validate and keep a moving average of the weights, this decay per step (e.g. 0.98; "
-                        "default 0: off)")
     p.add_argument("--interpolate", type=float, nargs="*", default=[],
                    metavar="SHARE",
                    help="train to the last epoch, then also try its weights mixed with the starting ones at "
@@ -413,7 +410,7 @@ def _cmd_finetune(args) -> int:
                               config=_train_config(args, l2sp=args.l2sp,
                                                    replay_fraction=args.replay_fraction if replay else 0.0,
                                                    adversary=args.adversary, distill=args.distill,
-                                                   interpolate=tuple(args.interpolate), ema=args.ema),
+                                                   interpolate=tuple(args.interpolate)),
                               val_fraction=args.val_fraction, log_fn=lambda m: print(m, file=sys.stderr),
                               progress=_show_epoch)
     path = checkpoint.save(args.out, result.model, result.config)
