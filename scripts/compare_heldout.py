@@ -11,6 +11,13 @@ them saw. Prints call-level EER (all, clean, telephone) and per source / generat
 ``--fakes MANIFEST`` scores the synthetic clips of that manifest (say, a generator none of the checkpoints trained
 on, made with ``voiceguard synth``) against the held-out real clips, in place of the held-out synthetic clips:
 a test that played no part in choosing any checkpoint's epoch.
+
+``--sources S [S ...]`` keeps only the held-out synthetic clips of those sources (all held-out real clips stay),
+e.g. the neural generators alone (MARS5, Vocos, HierSpeech++, codec resynthesis, Kokoro), whose pooled EER is
+then the overall figure (checkpoints first, as the option takes every name after it):
+
+    .venv/bin/python scripts/compare_heldout.py checkpoints/voiceguard runs/T/voiceguard --sources \\
+        Camb-ai+MARS5-TTS gemelo-ai+vocos sh-lee-prml+HierSpeechpp-demo codecfake+codecfake.github.io hexgrad+kokoro
 """
 from __future__ import annotations
 
@@ -28,7 +35,7 @@ from scripts.train_default import heldout_valset, per_source_report  # noqa: E40
 from voiceguard.checkpoint import load  # noqa: E402
 from voiceguard.data import read_manifest  # noqa: E402
 from voiceguard.detector import Detector  # noqa: E402
-from voiceguard.train import score_valset, val_metrics  # noqa: E402
+from voiceguard.train import ValSet, score_valset, val_metrics  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -36,6 +43,8 @@ def main(argv=None) -> int:
     ap.add_argument("checkpoints", nargs="+")
     ap.add_argument("--fakes", metavar="MANIFEST",
                     help="synthetic clips to score against the held-out real clips, instead of the held-out ones")
+    ap.add_argument("--sources", nargs="+", metavar="SOURCE",
+                    help="score only the held-out synthetic clips of these sources (against all held-out real clips)")
     args = ap.parse_args(argv)
     import torch
 
@@ -43,6 +52,11 @@ def main(argv=None) -> int:
     _, last = load(args.checkpoints[-1])
     held = last.training["data"]["held_out_sources"]
     val = heldout_valset(last.training, fakes=read_manifest(args.fakes) if args.fakes else None)
+    if args.sources:
+        keep = [i for i, it in enumerate(val.items) if not it.label or it.source in args.sources]
+        if not any(val.items[i].label for i in keep):
+            ap.error(f"--sources: no held-out synthetic clips of {args.sources}")
+        val = ValSet([val.items[i] for i in keep], [val.signals[i] for i in keep], [val.condition[i] for i in keep])
     cond = np.array(val.condition)
     out = {"held_out_sources": list(held), "files": int((cond == "clean").sum())}
     for ck in args.checkpoints:

@@ -72,12 +72,19 @@ def spoof_recipes(t: dict) -> str:
     combination, a manifest only some networks trained on says so."""
     per_net = [m.get("data", {}).get("manifests") or [] for m in t.get("members", [])] \
         or [t.get("replay", {}).get("manifests", [])]
+    commands = [m.get("command", "") for m in t.get("members", [])] or [t.get("command", "")]
     used = [m for m in SPOOF_RECIPES if any(m in ms for ms in per_net)]
     parts = []
     for m in used:
         nets = [i + 1 for i, ms in enumerate(per_net) if m in ms]
         only = (f" (network {', '.join(map(str, nets))} only)" if len(nets) < len(per_net) else "")
         parts.append(SPOOF_RECIPES[m] + only)
+    for i, cmd in enumerate(commands):  # train_default.py --generators keeps only some of the generated spoofs
+        if " --generators " in cmd:
+            kept = cmd.split(" --generators ", 1)[1].split(" --", 1)[0].split()
+            parts.append(f"network {i + 1} trained only on the generators {', '.join(kept)} of these "
+                         "(`--generators`)" if len(commands) > 1 else
+                         f"trained only on the generators {', '.join(kept)} of these (`--generators`)")
     return "; ".join(parts) or "none"
 
 

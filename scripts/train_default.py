@@ -6,8 +6,10 @@
     .venv/bin/python scripts/train_default.py                      # corpus + data/gen + data/gen2, ~35-70 min on 2 cores
     .venv/bin/python scripts/train_default.py --quick              # a few minutes, for a smoke run
 
-The shipped checkpoint (checkpoints/voiceguard.*) is two such networks combined by
-scripts/combine_checkpoints.py; `make checkpoint` runs the whole recipe.
+The shipped checkpoint (checkpoints/voiceguard.*) is three such networks, trained on different spoofs, combined
+by scripts/combine_checkpoints.py; `make checkpoint` runs the whole recipe. The third (`--generated
+data/gen/manifest.csv data/gen4/manifest.csv --generators piper hifigan`) trains on neural spoofs alone: the
+corpus's, piper's and HiFi-GAN copies, none of the rule-based TTS voices or classic vocoder copies.
 
 Data: ../shared/corpus/manifest.csv (real and synthetic speech of many public sources) plus the locally
 generated spoofs in data/gen/manifest.csv (scripts/make_spoofs.py: espeak-ng, festival, flite, piper, and
@@ -54,6 +56,13 @@ def is_held_out(item, sources=HELD_OUT_SOURCES) -> bool:
     (a vocoded clip stays on the side of the real clip it was made from, so no speaker leaks)."""
     return (item.source in sources or item.extra.get("orig_source", "") in sources
             or any(item.generator.startswith(g) for g in HELD_OUT_GENERATORS))
+
+
+def keep_generators(items: list, generated: set, prefixes, held_out=HELD_OUT_SOURCES) -> list:
+    """``items`` without the locally generated training spoofs (``id(item)`` in ``generated``) whose generator does
+    not start with one of ``prefixes``; the corpus and every held-out item stay, so validation does not change."""
+    return [it for it in items if id(it) not in generated or is_held_out(it, held_out)
+            or it.generator.startswith(tuple(prefixes))]
 
 
 def heldout_valset(record: dict, exclude: str | None = None, fakes: list | None = None) -> ValSet:
@@ -164,6 +173,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads for the training step")
     ap.add_argument("--train-on", nargs="*", default=[], metavar="SOURCE",
                     help="move these of the held-out sources into training (the rest stay held out)")
+    ap.add_argument("--generators", nargs="+", metavar="PREFIX",
+                    help="train only on these of the locally generated spoofs (prefix of the manifests' generator "
+                         "column, e.g. piper hifigan); held-out ones stay in validation either way")
     ap.add_argument("--quick", action="store_true", help="tiny run (a few minutes) to check the pipeline")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -173,9 +185,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     items = read_manifest(args.corpus)
+    generated = set()  # ids of the locally generated items
     for gen in args.generated:
         if Path(gen).exists():
-            items += read_manifest(gen)
+            more = read_manifest(gen)
+            generated |= {id(it) for it in more}
+            items += more
         else:
             log.warning("no generated spoofs at %s (run scripts/make_spoofs.py first)", gen)
     if args.quick:
@@ -186,6 +201,8 @@ def main(argv=None) -> int:
     if unknown:
         ap.error(f"--train-on: not held-out sources: {sorted(unknown)}")
     held_out = tuple(s for s in HELD_OUT_SOURCES if s not in args.train_on)
+    if args.generators:
+        items = keep_generators(items, generated, args.generators, held_out)
     train_items = [it for it in items if not is_held_out(it, held_out)]
     val_items = [it for it in items if is_held_out(it, held_out)]
     log.info("train: %d files (%d synthetic); validation (held-out sources): %d files (%d synthetic)",
