@@ -45,7 +45,8 @@ checkpoint: setup
 	$(BIN)/python scripts/make_more_vocoded.py --vocoders hifigan --out data/gen4 --n 450 --max-dur 8 --seed 4 --source local-hifigan
 	$(BIN)/python scripts/train_default.py --adversary 0.3 --generated $(GEN) --out runs/T/voiceguard
 	$(BIN)/python scripts/train_default.py --adversary 0.3 --generated $(GEN) data/gen4/manifest.csv --out runs/AH/voiceguard
-	$(BIN)/python scripts/combine_checkpoints.py runs/T/voiceguard runs/AH/voiceguard --out checkpoints/voiceguard
+	$(BIN)/python scripts/train_default.py --adversary 0.3 --generated data/gen/manifest.csv data/gen4/manifest.csv --generators piper hifigan --out runs/AN/voiceguard
+	$(BIN)/python scripts/combine_checkpoints.py runs/T/voiceguard runs/AH/voiceguard runs/AN/voiceguard --out checkpoints/voiceguard
 	$(BIN)/python scripts/field_checks.py
 	$(BIN)/voiceguard synth --out data/gen5 --engines kokoro --vocoders -n 30 --seed 7
 	$(BIN)/voiceguard synth --out data/gen6 --engines kokoro --vocoders -n 50 --seed 11
