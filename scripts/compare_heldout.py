@@ -35,7 +35,7 @@ from scripts.train_default import heldout_valset, per_source_report  # noqa: E40
 from voiceguard.checkpoint import load  # noqa: E402
 from voiceguard.data import read_manifest  # noqa: E402
 from voiceguard.detector import Detector  # noqa: E402
-from voiceguard.train import ValSet, score_valset, val_metrics  # noqa: E402
+from voiceguard.train import score_valset, val_metrics  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -51,12 +51,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(2)
     _, last = load(args.checkpoints[-1])
     held = last.training["data"]["held_out_sources"]
-    val = heldout_valset(last.training, fakes=read_manifest(args.fakes) if args.fakes else None)
-    if args.sources:
-        keep = [i for i, it in enumerate(val.items) if not it.label or it.source in args.sources]
-        if not any(val.items[i].label for i in keep):
-            ap.error(f"--sources: no held-out synthetic clips of {args.sources}")
-        val = ValSet([val.items[i] for i in keep], [val.signals[i] for i in keep], [val.condition[i] for i in keep])
+    val = heldout_valset(last.training, fakes=read_manifest(args.fakes) if args.fakes else None,
+                         sources=args.sources)
+    if not val.labels.any():
+        ap.error(f"no held-out synthetic clips{' of ' + ', '.join(args.sources) if args.sources else ''}")
     cond = np.array(val.condition)
     out = {"held_out_sources": list(held), "files": int((cond == "clean").sum())}
     for ck in args.checkpoints:

@@ -72,19 +72,18 @@ def spoof_recipes(t: dict) -> str:
     combination, a manifest only some networks trained on says so."""
     per_net = [m.get("data", {}).get("manifests") or [] for m in t.get("members", [])] \
         or [t.get("replay", {}).get("manifests", [])]
-    commands = [m.get("command", "") for m in t.get("members", [])] or [t.get("command", "")]
+    kept = [m.get("data", {}).get("train_generators") for m in t.get("members", [])] \
+        or [t.get("data", {}).get("train_generators")]
     used = [m for m in SPOOF_RECIPES if any(m in ms for ms in per_net)]
     parts = []
     for m in used:
         nets = [i + 1 for i, ms in enumerate(per_net) if m in ms]
         only = (f" (network {', '.join(map(str, nets))} only)" if len(nets) < len(per_net) else "")
         parts.append(SPOOF_RECIPES[m] + only)
-    for i, cmd in enumerate(commands):  # train_default.py --generators keeps only some of the generated spoofs
-        if " --generators " in cmd:
-            kept = cmd.split(" --generators ", 1)[1].split(" --", 1)[0].split()
-            parts.append(f"network {i + 1} trained only on the generators {', '.join(kept)} of these "
-                         "(`--generators`)" if len(commands) > 1 else
-                         f"trained only on the generators {', '.join(kept)} of these (`--generators`)")
+    for i, gens in enumerate(kept):  # train_default.py --generators: only some of the generated spoofs
+        if gens:
+            net = f"network {i + 1} " if len(kept) > 1 else ""
+            parts.append(f"{net}trained only on the generators {', '.join(gens)} of these (`--generators`)")
     return "; ".join(parts) or "none"
 
 

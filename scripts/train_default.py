@@ -58,18 +58,19 @@ def is_held_out(item, sources=HELD_OUT_SOURCES) -> bool:
             or any(item.generator.startswith(g) for g in HELD_OUT_GENERATORS))
 
 
-def keep_generators(items: list, generated: set, prefixes, held_out=HELD_OUT_SOURCES) -> list:
-    """``items`` without the locally generated training spoofs (``id(item)`` in ``generated``) whose generator does
-    not start with one of ``prefixes``; the corpus and every held-out item stay, so validation does not change."""
-    return [it for it in items if id(it) not in generated or is_held_out(it, held_out)
-            or it.generator.startswith(tuple(prefixes))]
+def keep_generators(generated: list, prefixes, held_out=HELD_OUT_SOURCES) -> list:
+    """Locally generated items without the training spoofs whose generator does not start with one of
+    ``prefixes``; every held-out item stays, so validation does not change."""
+    return [it for it in generated if is_held_out(it, held_out) or it.generator.startswith(tuple(prefixes))]
 
 
-def heldout_valset(record: dict, exclude: str | None = None, fakes: list | None = None) -> ValSet:
+def heldout_valset(record: dict, exclude: str | None = None, fakes: list | None = None,
+                   sources: list | None = None) -> ValSet:
     """The validation set a checkpoint trained by this script was validated on, rebuilt from its training
     record (manifests and held-out sources): clean and telephone copies, as during training. ``exclude``: a
     source left out together with everything made from its clips (to measure "elsewhere" after fine-tuning on it).
-    ``fakes``: synthetic items that take the place of the held-out synthetic clips (the real ones stay)."""
+    ``fakes``: synthetic items that take the place of the held-out synthetic clips (the real ones stay).
+    ``sources``: keep only the synthetic clips of these sources (the real ones stay)."""
     items = []
     for m in record["replay"]["manifests"]:
         if (ROOT / m).exists():
@@ -79,6 +80,8 @@ def heldout_valset(record: dict, exclude: str | None = None, fakes: list | None 
              and exclude not in (it.source, it.extra.get("orig_source", ""))]
     if fakes is not None:
         items = [it for it in items if not it.label] + [it for it in fakes if it.label]
+    if sources is not None:
+        items = [it for it in items if not it.label or it.source in sources]
     return ValSet.build(ClipBank(items, max_seconds=20.0))
 
 
@@ -184,25 +187,21 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
 
+    unknown = set(args.train_on) - set(HELD_OUT_SOURCES)
+    if unknown:
+        ap.error(f"--train-on: not held-out sources: {sorted(unknown)}")
+    held_out = tuple(s for s in HELD_OUT_SOURCES if s not in args.train_on)
     items = read_manifest(args.corpus)
-    generated = set()  # ids of the locally generated items
     for gen in args.generated:
         if Path(gen).exists():
             more = read_manifest(gen)
-            generated |= {id(it) for it in more}
-            items += more
+            items += keep_generators(more, args.generators, held_out) if args.generators else more
         else:
             log.warning("no generated spoofs at %s (run scripts/make_spoofs.py first)", gen)
     if args.quick:
         rng = np.random.default_rng(0)
         items = [items[i] for i in sorted(rng.choice(len(items), 300, replace=False))]
         args.epochs, args.steps, args.max_minutes = 2, 10, 5
-    unknown = set(args.train_on) - set(HELD_OUT_SOURCES)
-    if unknown:
-        ap.error(f"--train-on: not held-out sources: {sorted(unknown)}")
-    held_out = tuple(s for s in HELD_OUT_SOURCES if s not in args.train_on)
-    if args.generators:
-        items = keep_generators(items, generated, args.generators, held_out)
     train_items = [it for it in items if not is_held_out(it, held_out)]
     val_items = [it for it in items if is_held_out(it, held_out)]
     log.info("train: %d files (%d synthetic); validation (held-out sources): %d files (%d synthetic)",
@@ -247,6 +246,7 @@ def main(argv=None) -> int:
         "data": {
             "train_files": len(train_bank), "train_minutes": round(train_bank.seconds() / 60, 1),
             "train_synthetic_files": int(train_bank.labels.sum()),
+            "train_generators": args.generators or [],  # of the generated spoofs; [] = all of them
             "validation_files": len(val_bank), "validation_minutes": round(val_bank.seconds() / 60, 1),
             "held_out_sources": list(held_out), "held_out_generators": list(HELD_OUT_GENERATORS),
             "skipped": dict(train_bank.skipped),

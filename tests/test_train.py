@@ -564,7 +564,7 @@ def test_short_clips_get_their_own_calibration_fitted_with_classes_weighted_alik
 
 def test_train_default_generators_keeps_only_the_named_local_spoofs_for_training(tmp_path):
     """`scripts/train_default.py --generators piper hifigan` (the shipped AN network): of the locally generated
-    spoofs only those generators train; the corpus is untouched and every held-out item stays for validation."""
+    spoofs only those generators train, and every held-out item stays for validation."""
     import csv
     import sys
     from pathlib import Path
@@ -573,24 +573,20 @@ def test_train_default_generators_keeps_only_the_named_local_spoofs_for_training
     from scripts.train_default import HELD_OUT_SOURCES, is_held_out, keep_generators
     from voiceguard.data import read_manifest
 
-    rows = [("corpus_real.flac", "bonafide", "some-source", ""),
-            ("corpus_fake.flac", "spoof", "some-source", "vits"),
-            ("piper.flac", "spoof", "local-tts", "piper/en"),
+    rows = [("piper.flac", "spoof", "local-tts", "piper/en"),
             ("espeak.flac", "spoof", "local-tts", "espeak-ng/it"),
             ("world.flac", "spoof", "local-vocoded", "world"),
             ("flite.flac", "spoof", "local-tts", "flite/en"),  # a held-out generator
             ("hifigan.flac", "spoof", "local-hifigan", "hifigan")]
-    corpus, gen = tmp_path / "corpus.csv", tmp_path / "gen.csv"
-    for path, part in ((corpus, rows[:2]), (gen, rows[2:])):
-        with open(path, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["path", "label", "source", "generator"])
-            w.writerows(part)
+    gen = tmp_path / "gen.csv"
+    with open(gen, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "source", "generator"])
+        w.writerows(rows)
     for name, *_ in rows:
         (tmp_path / name).write_bytes(b"")  # the reader lists files that exist
-    items, generated = read_manifest(corpus), read_manifest(gen)
-    assert len(items) + len(generated) == len(rows)
-    kept = keep_generators(items + generated, {id(it) for it in generated}, ["piper", "hifigan"])
-    names = sorted(Path(it.path).name for it in kept)
-    assert names == ["corpus_fake.flac", "corpus_real.flac", "flite.flac", "hifigan.flac", "piper.flac"]
+    generated = read_manifest(gen)
+    assert len(generated) == len(rows)
+    kept = keep_generators(generated, ["piper", "hifigan"])
+    assert sorted(Path(it.path).name for it in kept) == ["flite.flac", "hifigan.flac", "piper.flac"]
     assert [Path(it.path).name for it in kept if is_held_out(it, HELD_OUT_SOURCES)] == ["flite.flac"]
