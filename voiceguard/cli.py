@@ -376,11 +376,11 @@ def _add_finetune(sub) -> None:
     p.add_argument("--adversary", type=float, default=0.0,
                    help="weight of a gradient-reversed classifier of real clips' source, new and replayed "
                         "(default 0: off)")
-    p.add_argument("--distill", type=float, default=0.25,
+    p.add_argument("--distill", type=float, default=0.35,
                    help="weight of a loss keeping the replayed clips' scores near the starting model's, so it "
-                        "forgets less of what it knew (learning without forgetting; 0: off; default 0.25)")
-    p.add_argument("--l2sp", type=float, default=5e-4,
-                   help="weight of a pull of the weights towards the starting ones (L2-SP; 0: off; default 0.0005)")
+                        "forgets less of what it knew (learning without forgetting; 0: off; default 0.35)")
+    p.add_argument("--l2sp", type=float, default=7e-4,
+                   help="weight of a pull of the weights towards the starting ones (L2-SP; 0: off; default 0.0007)")
     p.add_argument("--replay-fraction", type=float, default=0.5,
                    help="share of each batch drawn from the replayed original training data when there is any "
                         "(default 0.5)")

@@ -771,7 +771,7 @@ FORGET_TOLERANCE = 0.02  # EER the original validation data may lose while fine-
 #: what `finetune` (and `voiceguard finetune`, whose flag defaults must match: tests/test_train.py) runs by default.
 #: No early stop within the 8 epochs: the learning rate starts at its peak and anneals, so the first epochs forget
 #: the most and the last ones recover (with patience 3, one check stopped at epoch 3 and kept nothing)
-FINETUNE_CONFIG = TrainConfig(epochs=8, steps_per_epoch=40, lr=1e-3, patience=8, l2sp=5e-4, distill=0.25,
+FINETUNE_CONFIG = TrainConfig(epochs=8, steps_per_epoch=40, lr=1e-3, patience=8, l2sp=7e-4, distill=0.35,
                               replay_fraction=0.5, max_seconds=8 * 60)
 #: TrainConfig fields a fine-tune records in the checkpoint (training["finetunes"])
 FINETUNE_SETTINGS = ("epochs", "steps_per_epoch", "lr", "l2sp", "distill", "replay_fraction", "adversary",
