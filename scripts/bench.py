@@ -4,6 +4,7 @@
     .venv/bin/python scripts/bench.py                 # 10- and 60-minute calls, 2-hour RSS, --help, scan
     .venv/bin/python scripts/bench.py --minutes 10    # one length only
     .venv/bin/python scripts/bench.py --no-scan
+    python scripts/bench.py --device cuda --threads 2  # model and features on the GPU
 
 Each case runs in a fresh subprocess limited to ``--threads`` torch/BLAS threads, so its peak RSS is its own.
 "End to end" is ``Detector.score_file`` (decode, resample, VAD, windows, features, model, aggregation);
@@ -31,11 +32,11 @@ CASE = r"""
 import json, os, resource, sys, time
 import torch
 torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
-mode, path, ckpt = sys.argv[1:4]
+mode, path, ckpt, device = sys.argv[1:5]
 t0 = time.perf_counter()
 if mode == "e2e":
     from voiceguard.detector import Detector
-    det = Detector.load(ckpt or None, device="cpu")
+    det = Detector.load(ckpt or None, device=device)
     t1 = time.perf_counter()
     r = det.score_file(path)
     seconds, extra = r.duration, {"verdict": r.verdict, "windows": len(r.segments)}
@@ -45,7 +46,7 @@ else:
     from voiceguard import checkpoint
     from voiceguard.features import FrontEnd
     cfg = checkpoint.load(ckpt or None)[1]  # the same windows and features as the end-to-end case
-    fe = FrontEnd(cfg.features)
+    fe = FrontEnd(cfg.features).to(device)
     win, hop = int(cfg.window.seconds * 16000), int(cfg.window.hop_seconds * 16000)
     t1 = time.perf_counter()
     n, rest = 0, np.zeros(0, np.float32)
@@ -56,11 +57,13 @@ else:
             if k:
                 idx = np.arange(k)[:, None] * hop + np.arange(win)[None, :]
                 for i in range(0, k, 32):
-                    fe(torch.from_numpy(x[idx[i:i + 32]]))
+                    fe(torch.from_numpy(x[idx[i:i + 32]]).to(device))
                 rest = x[k * hop:]
             else:
                 rest = x
             n += block.shape[1]
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
     seconds, extra = n / 16000, {}
 t2 = time.perf_counter()
 print(json.dumps({"audio_seconds": seconds, "load_s": t1 - t0, "run_s": t2 - t1,
@@ -81,10 +84,10 @@ def make_call(path: Path, minutes: float, sr: int = 8000) -> Path:
     return path
 
 
-def run_case(mode: str, path: Path, ckpt: str, threads: int) -> dict:
+def run_case(mode: str, path: Path, ckpt: str, threads: int, device: str = "cpu") -> dict:
     env = dict(os.environ, BENCH_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                MKL_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
-    out = subprocess.run([sys.executable, "-c", CASE, mode, str(path), ckpt], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", CASE, mode, str(path), ckpt, device], capture_output=True, text=True,
                          env=env, cwd=ROOT, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -103,21 +106,22 @@ def main(argv=None) -> int:
     ap.add_argument("--minutes", type=float, nargs="+", default=[10, 60])
     ap.add_argument("--rss-minutes", type=float, default=120, help="length of the peak-RSS-only case (0: skip)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="torch device of the model and features (e.g. cuda)")
     ap.add_argument("--checkpoint", default="", help="default: the shipped checkpoint")
     ap.add_argument("--no-scan", action="store_true", help="skip the 1,000-file scan benchmark")
     ap.add_argument("--scan-files", type=int, default=1000)
     ap.add_argument("--json", metavar="OUT", help="also write the raw figures as JSON")
     args = ap.parse_args(argv)
-    results: dict = {"threads": args.threads, "calls": []}
+    results: dict = {"threads": args.threads, "device": args.device, "calls": []}
     with tempfile.TemporaryDirectory() as tmp:
         lengths = list(args.minutes) + ([args.rss_minutes] if args.rss_minutes else [])
         for minutes in lengths:
             path = make_call(Path(tmp) / f"call_{minutes:g}min.wav", minutes)
-            e2e = run_case("e2e", path, args.checkpoint, args.threads)
+            e2e = run_case("e2e", path, args.checkpoint, args.threads, args.device)
             row = {"minutes": minutes, "e2e_x_realtime": e2e["audio_seconds"] / e2e["run_s"],
                    "e2e_s": e2e["run_s"], "e2e_peak_rss_mb": e2e["peak_rss_mb"], "model_load_s": e2e["load_s"]}
             if minutes in args.minutes:
-                floor = run_case("floor", path, args.checkpoint, args.threads)
+                floor = run_case("floor", path, args.checkpoint, args.threads, args.device)
                 row.update(floor_x_realtime=floor["audio_seconds"] / floor["run_s"], floor_s=floor["run_s"],
                            floor_peak_rss_mb=floor["peak_rss_mb"])
             results["calls"].append(row)
@@ -125,7 +129,7 @@ def main(argv=None) -> int:
             path.unlink()
     results["help_s"] = help_seconds()
 
-    print(f"Scoring one call, {args.threads} CPU threads (8 kHz mu-law WAV; torch "
+    print(f"Scoring one call on {args.device}, {args.threads} CPU threads (8 kHz mu-law WAV; torch "
           f"{__import__('torch').__version__}):\n")
     print("| call | end to end (x real time) | floor: decode+resample+features (x real time) | e2e / floor time "
           "| peak RSS |")
@@ -144,7 +148,7 @@ def main(argv=None) -> int:
               "target's case):\n")
         for lengths in (["--min-seconds", "5", "--max-seconds", "30"], ["--min-seconds", "10", "--max-seconds", "10"]):
             scan = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_scan.py"), "-n", str(args.scan_files),
-                                   *lengths], capture_output=True, text=True, cwd=ROOT)
+                                   "--device", args.device, *lengths], capture_output=True, text=True, cwd=ROOT)
             print(scan.stdout.strip() or scan.stderr.strip()[-2000:])
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

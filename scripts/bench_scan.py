@@ -55,7 +55,8 @@ def generate(folder: Path, n: int, *, min_seconds: float = 5.0, max_seconds: flo
 
 
 def bench_scan(n: int = 1000, *, workers: int = 2, min_seconds: float = 5.0, max_seconds: float = 30.0,
-               checkpoint: str | None = None, batch_size: int | None = None, keep: str | None = None) -> dict:
+               checkpoint: str | None = None, batch_size: int | None = None, keep: str | None = None,
+               device: str | None = None) -> dict:
     """Generate ``n`` files and time ``voiceguard scan`` over them; returns the figures."""
     with tempfile.TemporaryDirectory(prefix="voiceguard-bench-") as tmp:
         work = Path(keep) if keep else Path(tmp)
@@ -80,6 +81,8 @@ def bench_scan(n: int = 1000, *, workers: int = 2, min_seconds: float = 5.0, max
                checkpoint, "--workers", str(workers), "-q"]
         if batch_size:
             cmd += ["--batch-size", str(batch_size)]
+        if device:
+            cmd += ["--device", device]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
         t = time.perf_counter()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -88,8 +91,8 @@ def bench_scan(n: int = 1000, *, workers: int = 2, min_seconds: float = 5.0, max
             raise RuntimeError(f"scan failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
         rows = out.read_text().count("\n") - 1
         peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
-    return {"files": n, "rows": rows, "workers": workers, "audio_seconds": round(audio, 1),
-            "mean_file_seconds": round(audio / n, 1), "wall_seconds": round(wall, 2),
+    return {"files": n, "rows": rows, "workers": workers, "device": device or "default",
+            "audio_seconds": round(audio, 1), "mean_file_seconds": round(audio / n, 1), "wall_seconds": round(wall, 2),
             "files_per_second": round(n / wall, 2), "audio_seconds_per_wall_second": round(audio / wall, 1),
             "peak_rss_mib_largest_process": round(peak_mib, 1), "generate_seconds": round(gen_s, 1),
             "cpu_count": os.cpu_count()}
@@ -104,15 +107,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", help="default: checkpoints/voiceguard.safetensors, else a random-weight model")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--keep", metavar="DIR", help="generate into DIR and keep it")
+    p.add_argument("--device", help="torch device of the workers (default: cuda when present, else cpu)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     r = bench_scan(args.files, workers=args.workers, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
-                   checkpoint=args.checkpoint, batch_size=args.batch_size, keep=args.keep)
+                   checkpoint=args.checkpoint, batch_size=args.batch_size, keep=args.keep,
+                   device=args.device)
     if args.json:
         print(json.dumps(r))
     else:
         print(f"scan of {r['files']} files ({r['audio_seconds'] / 3600:.2f} h, {r['mean_file_seconds']} s each) "
-              f"with {r['workers']} workers on {r['cpu_count']} CPUs: {r['wall_seconds']} s wall, "
+              f"with {r['workers']} workers ({r['device']} device) on {r['cpu_count']} CPUs: "
+              f"{r['wall_seconds']} s wall, "
               f"{r['files_per_second']} files/s, {r['audio_seconds_per_wall_second']:.0f} s of audio per second "
               f"(x real time), peak RSS {r['peak_rss_mib_largest_process']:.0f} MiB (largest process)")
     return 0

@@ -57,7 +57,8 @@ def test_cli_evaluate_writes_everything(corpus, tmp_path):
     cmd = [sys.executable, "-m", "voiceguard", "evaluate", "--real", str(corpus / "real"), "--fake",
            str(corpus / "fake"), "--checkpoint", str(corpus / "m"), "--by", "generator", "--plot", str(out),
            "--scores", str(out / "scores.csv"), "--asvspoof-scores", str(out / "scores.txt")]
-    env = dict(os.environ, PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
+               CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(REPO), env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "UNTRAINED" in proc.stderr

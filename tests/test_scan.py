@@ -63,7 +63,8 @@ def assert_same_rows(a: list[dict], b: list[dict]) -> None:
         rb = kb[key]
         for f in batch.FIELDS:
             if f in batch.FLOAT_FIELDS and ra[f] is not None and rb[f] is not None:
-                assert ra[f] == pytest.approx(rb[f], abs=1e-6 + 1e-9), (key, f)
+                # on CUDA the batch size changes the last digits (2e-6 seen on an H200); files mixed up differ more
+                assert ra[f] == pytest.approx(rb[f], abs=1e-5), (key, f)
             else:
                 assert ra[f] == rb[f], (key, f)
 
