@@ -590,3 +590,16 @@ def test_train_default_generators_keeps_only_the_named_local_spoofs_for_training
     kept = keep_generators(generated, ["piper", "hifigan"])
     assert sorted(Path(it.path).name for it in kept) == ["flite.flac", "hifigan.flac", "piper.flac"]
     assert [Path(it.path).name for it in kept if is_held_out(it, HELD_OUT_SOURCES)] == ["flite.flac"]
+
+
+def test_crop_workers_default_to_one_on_the_cpu_and_to_the_spare_cores_on_a_gpu(monkeypatch):
+    """Crop preparation bounds training on a GPU (one process: ~21 s of a fine-tuning epoch), not on a CPU."""
+    import os
+
+    from voiceguard.train import default_workers
+
+    for cores, on_gpu in ((2, 1), (4, 3), (16, 8), (1, 1)):
+        monkeypatch.setattr(os, "cpu_count", lambda c=cores: c)
+        assert default_workers("cpu") == 1
+        assert default_workers("cuda") == default_workers("cuda:0") == on_gpu
+    assert TrainConfig().workers is None  # train() picks default_workers(device)

@@ -298,7 +298,8 @@ def _add_train_args(p, *, epochs: int, steps: int, lr: float, minutes: float, pa
                    help=f"validate and keep a moving average of the weights, this decay per step (0: off; "
                         f"default {ema:g})")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=1, help="processes preparing augmented examples (default 1)")
+    p.add_argument("--workers", type=int, help="processes preparing augmented examples (default: 1 on the CPU; "
+                                                "on a GPU one per spare CPU core, at most 8)")
     p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
 
 
