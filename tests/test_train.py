@@ -208,7 +208,7 @@ def test_finetune_flags_default_to_the_python_api_defaults():
     got = {"epochs": args.epochs, "steps_per_epoch": args.steps, "lr": args.lr, "patience": args.patience,
            "max_seconds": args.max_minutes * 60, "l2sp": args.l2sp, "distill": args.distill,
            "replay_fraction": args.replay_fraction, "adversary": args.adversary, "batch_size": args.batch_size,
-           "interpolate": tuple(args.interpolate), "ema": args.ema, "seed": args.seed}
+           "interpolate": tuple(args.interpolate), "ema": args.ema, "seed": args.seed, "warmup": args.warmup}
     assert got == {k: getattr(FINETUNE_CONFIG, k) for k in got}
 
 
@@ -258,7 +258,8 @@ def test_finetune_on_fakes_only_through_the_cli(dataset, untrained_checkpoint, t
     assert (tmp_path / "ft.safetensors").exists()
     # the checkpoint records how it was fine-tuned, the regulariser flags included
     record = json.loads((tmp_path / "ft.json").read_text())["training"]["finetunes"][-1]
-    assert record["settings"] == {"epochs": 1, "steps_per_epoch": 4, "lr": 1e-3, "l2sp": 0.0, "distill": 0.2,
+    assert record["settings"] == {"epochs": 1, "steps_per_epoch": 4, "lr": 1e-3, "warmup": None, "l2sp": 0.0,
+                                  "distill": 0.2,
                                   "replay_fraction": 0.25, "adversary": 0.0, "interpolate": [0.5], "ema": 0.0,
                                   "seed": 0}
     # with --interpolate the fine-tune runs to its last epoch and chooses among its mixes with the start
@@ -606,3 +607,31 @@ def test_crop_workers_default_to_one_on_the_cpu_and_to_the_spare_cores_on_a_gpu(
         assert default_workers("cpu") == 1
         assert default_workers("cuda") == default_workers("cuda:0") == on_gpu
     assert TrainConfig().workers is None  # train() picks default_workers(device)
+
+
+def test_warmup_sets_where_the_learning_rate_peaks(dataset):
+    """--warmup: the learning rate rises over that share of the steps; by default a fine-tune starts at its peak."""
+    from voiceguard.detector import Detector
+
+    items = read_folders(dataset / "real", dataset / "fake")
+    tr, va = split_by_group(items, 0.3, seed=0)
+    seen = {}
+    real_step = torch.optim.AdamW.step
+
+    for warmup in (None, 0.5):
+        lrs = []
+
+        def step(self, *a, _lrs=lrs, **k):
+            _lrs.append(self.param_groups[0]["lr"])
+            return real_step(self, *a, **k)
+
+        torch.optim.AdamW.step = step
+        try:
+            train(ClipBank(tr), ValSet.build(ClipBank(va), telephone=False), init_model=Detector.untrained().model,
+                  config=TrainConfig(epochs=1, steps_per_epoch=8, batch_size=8, workers=0, lr=1e-3, warmup=warmup))
+        finally:
+            torch.optim.AdamW.step = real_step
+        seen[warmup] = lrs
+    assert seen[None][0] > 0.9e-3 and seen[None] == sorted(seen[None], reverse=True)  # at (about) its peak
+    peak = int(np.argmax(seen[0.5]))
+    assert seen[0.5][0] < 1e-4 and 2 <= peak <= 4 and seen[0.5][peak] == pytest.approx(1e-3, rel=0.05)

@@ -289,6 +289,9 @@ def _add_train_args(p, *, epochs: int, steps: int, lr: float, minutes: float, pa
     p.add_argument("--steps", type=int, default=steps, help=f"batches per epoch (default {steps})")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr:g})")
+    p.add_argument("--warmup", type=float, metavar="SHARE",
+                   help="share of the steps over which the learning rate rises to its peak (default: 0.1 when "
+                        "training from scratch, 0 when fine-tuning)")
     p.add_argument("--max-minutes", type=float, default=minutes, help=f"stop after this long (default {minutes:g})")
     p.add_argument("--patience", type=int, default=patience,
                    help=f"stop after this many epochs without a better validation EER (default {patience})")
@@ -308,7 +311,7 @@ def _train_config(args, **extra):
 
     return TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size, lr=args.lr,
                        max_seconds=args.max_minutes * 60, seed=args.seed, workers=args.workers,
-                       patience=args.patience, ema=args.ema,
+                       patience=args.patience, ema=args.ema, warmup=args.warmup,
                        device=args.device, **extra)
 
 

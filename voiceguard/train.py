@@ -41,6 +41,9 @@ class TrainConfig:
     steps_per_epoch: int = 150
     batch_size: int = 32
     lr: float = 2e-3
+    # share of the steps over which the learning rate rises to its peak, then anneals (None: 0.1 from scratch,
+    # 0 when starting from a model)
+    warmup: float | None = None
     weight_decay: float = 1e-3
     patience: int = 6  # epochs without a better validation EER before stopping
     seed: int = 0
@@ -615,7 +618,8 @@ def train(
     params = list(model.parameters()) + (list(adversary.classifier.parameters()) if adversary else [])
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total_steps,
-                                                pct_start=0.1 if init_model is None else 0.0)
+                                                pct_start=config.warmup if config.warmup is not None
+                                                else 0.1 if init_model is None else 0.0)
     workers = default_workers(device) if config.workers is None else max(0, int(config.workers))
     batches = _batches(stream, config.batch_size, workers, config.seed)
 
@@ -787,8 +791,8 @@ FORGET_TOLERANCE = 0.02  # EER the original validation data may lose while fine-
 FINETUNE_CONFIG = TrainConfig(epochs=8, steps_per_epoch=40, lr=1e-3, patience=8, l2sp=7e-4, distill=0.35,
                               replay_fraction=0.5, max_seconds=8 * 60)
 #: TrainConfig fields a fine-tune records in the checkpoint (training["finetunes"])
-FINETUNE_SETTINGS = ("epochs", "steps_per_epoch", "lr", "l2sp", "distill", "replay_fraction", "adversary",
-                     "interpolate", "ema", "seed")
+FINETUNE_SETTINGS = ("epochs", "steps_per_epoch", "lr", "warmup", "l2sp", "distill", "replay_fraction",
+                     "adversary", "interpolate", "ema", "seed")
 
 
 def mix_weights(start: dict, end: dict, share: float) -> dict:
