@@ -4,7 +4,7 @@
     .venv/bin/python scripts/bench.py                 # 10- and 60-minute calls, 2-hour RSS, --help, scan
     .venv/bin/python scripts/bench.py --minutes 10    # one length only
     .venv/bin/python scripts/bench.py --no-scan
-    python scripts/bench.py --device cuda --threads 2  # model and features on the GPU
+    .venv/bin/python scripts/bench.py --device cuda   # model and features on the GPU
 
 Each case runs in a fresh subprocess limited to ``--threads`` torch/BLAS threads, so its peak RSS is its own.
 "End to end" is ``Detector.score_file`` (decode, resample, VAD, windows, features, model, aggregation);

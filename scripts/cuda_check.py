@@ -70,13 +70,17 @@ def main(argv=None) -> int:
     files += sorted(p for p in (ROOT / "tests" / "fixtures").rglob("*") if p.suffix in {".wav", ".flac"})
     worst = {"call": 0.0, "window": 0.0}
     ok = True
+
+    def within(c: dict) -> bool:
+        return c["same_verdict"] and c["call"] <= args.tolerance and c["window"] <= args.tolerance
+
     for path in files:
         for channels in ("mix", "each"):
             res = {d: det.score_file(path, channels=channels) for d, det in dets.items()}
             c = compare(res["cpu"], res[args.device])
             out["files"][f"{path.relative_to(ROOT)}:{channels}"] = c
             worst = {k: max(worst[k], c[k]) for k in worst}
-            ok &= c["same_verdict"] and c["call"] <= args.tolerance and c["window"] <= args.tolerance
+            ok &= within(c)
     rng = np.random.default_rng(0)
     clips = [speech_like(float(rng.uniform(2, 12)), rng) for _ in range(256)]
     packed = {}
@@ -88,7 +92,7 @@ def main(argv=None) -> int:
     out["packed"] = {"clips": len(clips), "call": max(c["call"] for c in pc), "window": max(c["window"] for c in pc),
                      "same_verdict": all(c["same_verdict"] for c in pc),
                      "seconds": {d: round(packed[f"{d}_s"], 2) for d in dets}}
-    ok &= out["packed"]["same_verdict"] and out["packed"]["call"] <= args.tolerance
+    ok &= within(out["packed"])
     out.update(worst_file=worst, ok=bool(ok), tolerance=args.tolerance)
     print(f"{len(files)} files, mixed and per channel: largest difference cpu vs {args.device}: call "
           f"{worst['call']:.2e}, window {worst['window']:.2e}; verdicts "

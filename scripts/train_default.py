@@ -135,7 +135,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=80, help="steps per epoch")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-minutes", type=float, default=90.0, help="stop training after this much time")
-    ap.add_argument("--workers", type=int, help="crop-preparing processes (default: voiceguard.train.default_workers)")
+    ap.add_argument("--workers", type=int,
+                    help="crop-preparing processes (default: voiceguard.train.default_crop_workers)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--features", choices=("lfcc", "lfb", "logmel"), default="lfb", help="front-end kind")
     ap.add_argument("--bands", type=int, default=None,

@@ -600,38 +600,37 @@ def test_crop_workers_default_to_one_on_the_cpu_and_to_the_spare_cores_on_a_gpu(
     """Crop preparation bounds training on a GPU (one process: ~21 s of a fine-tuning epoch), not on a CPU."""
     import os
 
-    from voiceguard.train import default_workers
+    from voiceguard.train import default_crop_workers
 
     for cores, on_gpu in ((2, 1), (4, 3), (16, 8), (1, 1)):
         monkeypatch.setattr(os, "cpu_count", lambda c=cores: c)
-        assert default_workers("cpu") == 1
-        assert default_workers("cuda") == default_workers("cuda:0") == on_gpu
-    assert TrainConfig().workers is None  # train() picks default_workers(device)
+        assert default_crop_workers("cpu") == 1
+        assert default_crop_workers("cuda") == default_crop_workers("cuda:0") == on_gpu
+    assert TrainConfig().workers is None  # train() picks default_crop_workers(device)
 
 
-def test_warmup_sets_where_the_learning_rate_peaks(dataset):
+def test_warmup_sets_where_the_learning_rate_peaks(dataset, monkeypatch):
     """--warmup: the learning rate rises over that share of the steps; by default a fine-tune starts at its peak."""
     from voiceguard.detector import Detector
 
     items = read_folders(dataset / "real", dataset / "fake")
     tr, va = split_by_group(items, 0.3, seed=0)
-    seen = {}
+    lrs: list[float] = []
     real_step = torch.optim.AdamW.step
 
+    def step(self, *a, **k):  # records the learning rate each step is taken with
+        lrs.append(self.param_groups[0]["lr"])
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    seen = {}
     for warmup in (None, 0.5):
-        lrs = []
-
-        def step(self, *a, _lrs=lrs, **k):
-            _lrs.append(self.param_groups[0]["lr"])
-            return real_step(self, *a, **k)
-
-        torch.optim.AdamW.step = step
-        try:
-            train(ClipBank(tr), ValSet.build(ClipBank(va), telephone=False), init_model=Detector.untrained().model,
-                  config=TrainConfig(epochs=1, steps_per_epoch=8, batch_size=8, workers=0, lr=1e-3, warmup=warmup))
-        finally:
-            torch.optim.AdamW.step = real_step
-        seen[warmup] = lrs
+        lrs.clear()
+        train(ClipBank(tr), ValSet.build(ClipBank(va), telephone=False), init_model=Detector.untrained().model,
+              config=TrainConfig(epochs=1, steps_per_epoch=8, batch_size=8, workers=0, lr=1e-3, warmup=warmup))
+        seen[warmup] = list(lrs)
+    with pytest.raises(ValueError, match="warmup"):
+        TrainConfig(warmup=1.5)
     assert seen[None][0] > 0.9e-3 and seen[None] == sorted(seen[None], reverse=True)  # at (about) its peak
     peak = int(np.argmax(seen[0.5]))
     assert seen[0.5][0] < 1e-4 and 2 <= peak <= 4 and seen[0.5][peak] == pytest.approx(1e-3, rel=0.05)

@@ -47,7 +47,7 @@ class TrainConfig:
     weight_decay: float = 1e-3
     patience: int = 6  # epochs without a better validation EER before stopping
     seed: int = 0
-    workers: int | None = None  # processes preparing augmented crops (None: default_workers(device))
+    workers: int | None = None  # processes preparing augmented crops (None: default_crop_workers(device))
     l2sp: float = 0.0  # pull towards the starting weights (fine-tuning)
     distill: float = 0.0  # > 0 (fine-tuning): keep the replayed examples' logits near the starting model's (see train)
     replay_fraction: float = 0.0  # share of each batch drawn from the replay bank (fine-tuning)
@@ -66,6 +66,10 @@ class TrainConfig:
     max_seconds: float | None = None  # stop after this much wall time
     device: str | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:  # before any data is decoded
+        if self.warmup is not None and not 0.0 <= self.warmup < 1.0:
+            raise ValueError(f"warmup is a share of the steps in [0, 1), got {self.warmup}")
 
 
 # ---------------------------------------------------------------------------- splitting
@@ -336,7 +340,7 @@ class CropStream:
         aug.rng = np.random.default_rng(int(rng.integers(2**31)))
 
 
-def default_workers(device: str) -> int:
+def default_crop_workers(device: str) -> int:
     """Crop-preparing processes used when none are asked for: 1 on the CPU (the model's arithmetic takes the
     other core of a 2-core machine), and on a GPU one per spare CPU core, at most 8. One process prepares an
     augmented 4 s crop in about 17 ms on the 2-core development machine, 21 s of a fine-tuning epoch's 1,280
@@ -620,7 +624,7 @@ def train(
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total_steps,
                                                 pct_start=config.warmup if config.warmup is not None
                                                 else 0.1 if init_model is None else 0.0)
-    workers = default_workers(device) if config.workers is None else max(0, int(config.workers))
+    workers = default_crop_workers(device) if config.workers is None else max(0, int(config.workers))
     batches = _batches(stream, config.batch_size, workers, config.seed)
 
     # an exponential moving average of the weights (buffers too) is smoother across the noisy validation
