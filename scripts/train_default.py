@@ -180,6 +180,11 @@ def main(argv=None) -> int:
     ap.add_argument("--generators", nargs="+", metavar="PREFIX",
                     help="train only on these of the locally generated spoofs (prefix of the manifests' generator "
                          "column, e.g. piper hifigan); held-out ones stay in validation either way")
+    ap.add_argument("--kd", metavar="CHECKPOINT",
+                    help="distil this trained checkpoint (same features; e.g. checkpoints/voiceguard, three "
+                         "networks) into the one network trained here, on the same augmented crops")
+    ap.add_argument("--kd-weight", type=float, default=0.5,
+                    help="with --kd: share of the detection loss taken against the teacher's probabilities")
     ap.add_argument("--quick", action="store_true", help="tiny run (a few minutes) to check the pipeline")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -221,7 +226,7 @@ def main(argv=None) -> int:
                       max_seconds=args.max_minutes * 60, workers=args.workers, seed=args.seed, patience=args.patience,
                       lr=args.lr, pair_fraction=args.pair_fraction, ema=args.ema, freq_mask=args.freq_mask,
                       mixup=args.mixup, sam=args.sam, balance=args.balance, adversary=args.adversary,
-                      adversary_fakes=args.adversary_fakes,
+                      adversary_fakes=args.adversary_fakes, kd=args.kd_weight if args.kd else 0.0,
                       augment=AugmentConfig(p_rawboost=args.rawboost, p_speed=args.speed, p_music=args.music))
     from voiceguard.features import FeatureConfig
     from voiceguard.model import ModelConfig
@@ -238,7 +243,12 @@ def main(argv=None) -> int:
         log.info("epoch %s: %s", rec["epoch"], {k: round(v, 4) if isinstance(v, float) else v
                                                for k, v in rec.items() if k != "epoch"})
 
-    result = train(train_bank, val, config=cfg, base=base, progress=show)
+    teacher = None
+    if args.kd:
+        teacher, teacher_cfg = checkpoint.load(args.kd)
+        if teacher_cfg.features != base.features:
+            ap.error(f"--kd: {args.kd} has other features ({teacher_cfg.features}) than this run ({base.features})")
+    result = train(train_bank, val, config=cfg, base=base, progress=show, kd_teacher=teacher)
 
     per_source = per_source_report(result.val_logits, val, result.config)
     best = min((h for h in result.history if "eer_all" in h), key=lambda h: h["eer_all"])
@@ -257,6 +267,7 @@ def main(argv=None) -> int:
             "validation_sources": list(held_out), "validation_generators": list(HELD_OUT_GENERATORS),
         },
         "train_config": {k: v for k, v in vars(cfg).items() if k not in ("augment", "device")},
+        **({"kd_teacher": _rel(args.kd)} if args.kd else {}),
         "augment": asdict(cfg.augment),
         "pairs": n_pairs,
         "best_epoch": best["epoch"],

@@ -634,3 +634,38 @@ def test_warmup_sets_where_the_learning_rate_peaks(dataset, monkeypatch):
     assert seen[None][0] > 0.9e-3 and seen[None] == sorted(seen[None], reverse=True)  # at (about) its peak
     peak = int(np.argmax(seen[0.5]))
     assert seen[0.5][0] < 1e-4 and 2 <= peak <= 4 and seen[0.5][peak] == pytest.approx(1e-3, rel=0.05)
+
+
+class _CallsEverythingReal(torch.nn.Module):
+    """A teacher that gives every crop the logit -4 (probability 0.018 of being synthetic)."""
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return torch.full((feats.shape[0],), -4.0, device=feats.device)
+
+
+def test_distilling_a_teacher_follows_its_probabilities_instead_of_the_labels(dataset):
+    """--kd: with the whole detection loss taken against the teacher, the network learns the teacher's
+    answer (here "real" for everything), not the labels it learns without a teacher from the same start."""
+    from voiceguard.model import ModelConfig, build_model
+
+    items = read_folders(dataset / "real", dataset / "fake")
+    tr, va = split_by_group(items, 0.3, seed=0)
+    val = ValSet.build(ClipBank(va), telephone=False)
+    fake = val.labels == 1
+    mean_logit = {}
+    for kd in (0.0, 1.0):
+        torch.manual_seed(0)
+        later = iter(range(0, -100, -1))  # every epoch "better" than the one before: the last one is kept
+        res = train(ClipBank(tr), val, init_model=build_model(ModelConfig()), kd_teacher=_CallsEverythingReal(),
+                    select=lambda logits, initial: next(later),
+                    config=TrainConfig(epochs=3, steps_per_epoch=10, batch_size=16, workers=0, lr=5e-3, kd=kd))
+        z = res.val_logits
+        mean_logit[kd] = (float(np.nanmean(z[~fake])), float(np.nanmean(z[fake])))
+    (real0, fake0), (real1, fake1) = mean_logit[0.0], mean_logit[1.0]
+    assert fake0 > 0 > real0, mean_logit  # the labels alone: synthetic clips score as synthetic
+    assert max(real1, fake1) < 0, mean_logit  # the teacher's answer ("real"), for real and synthetic alike ...
+    assert fake1 < fake0 - 2 and fake1 - real1 < 0.25 * (fake0 - real0), mean_logit  # ... the labels mostly unlearnt
+    with pytest.raises(ValueError, match="kd"):
+        TrainConfig(kd=1.5)
+    with pytest.raises(ValueError, match="kd_teacher"):
+        train(ClipBank(tr), val, config=TrainConfig(epochs=1, steps_per_epoch=1, workers=0, kd=0.5))

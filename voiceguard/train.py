@@ -50,6 +50,9 @@ class TrainConfig:
     workers: int | None = None  # processes preparing augmented crops (None: default_crop_workers(device))
     l2sp: float = 0.0  # pull towards the starting weights (fine-tuning)
     distill: float = 0.0  # > 0 (fine-tuning): keep the replayed examples' logits near the starting model's (see train)
+    # > 0 (with train's ``kd_teacher``): this share of the detection loss is taken against the teacher's
+    # probabilities on the same augmented crops instead of the labels (knowledge distillation, Hinton et al. 2015)
+    kd: float = 0.0
     replay_fraction: float = 0.0  # share of each batch drawn from the replay bank (fine-tuning)
     # fine-tuning: after training, also try these mixes of the fine-tuned and the starting weights (the share
     # of the fine-tuned ones) and keep the best on validation (see finetune); () keeps the fine-tuned weights
@@ -70,6 +73,8 @@ class TrainConfig:
     def __post_init__(self) -> None:  # before any data is decoded
         if self.warmup is not None and not 0.0 <= self.warmup < 1.0:
             raise ValueError(f"warmup is a share of the steps in [0, 1), got {self.warmup}")
+        if not 0.0 <= self.kd <= 1.0:
+            raise ValueError(f"kd is a share of the detection loss in [0, 1], got {self.kd}")
 
 
 # ---------------------------------------------------------------------------- splitting
@@ -570,8 +575,13 @@ def train(
     progress: Callable[[dict], None] | None = None,
     select: Callable[[np.ndarray, np.ndarray | None], float] | None = None,
     describe: Callable[[np.ndarray], dict] | None = None,
+    kd_teacher=None,
 ) -> TrainResult:
     """Train (or fine-tune, when ``init_model`` is given) and return the best model by validation EER.
+
+    ``kd_teacher``, with ``config.kd > 0``: a trained model of the same features (say, the shipped mean of
+    three networks) whose probabilities on each augmented crop replace the labels for ``config.kd`` of the
+    detection loss, so that one network can learn what several know.
 
     ``select(logits, initial_logits)``, when given, replaces the overall validation EER as the quantity
     to minimise (early stopping and the epoch kept); ``initial_logits`` are the starting model's.
@@ -609,6 +619,14 @@ def train(
             if isinstance(m, torch.nn.Dropout):
                 m.eval()  # ... without dropout
         for p in teacher.parameters():
+            p.requires_grad_(False)
+    if config.kd > 0:
+        if kd_teacher is None:
+            raise ValueError("kd > 0 needs a kd_teacher model")
+        if base.model.head != "linear":
+            raise ValueError("knowledge distillation needs the linear (BCE) head")
+        kd_teacher = kd_teacher.to(device).eval()
+        for p in kd_teacher.parameters():
             p.requires_grad_(False)
     total_steps = config.epochs * config.steps_per_epoch
     crop_n = int(round(base.window.seconds * base.sample_rate))
@@ -650,20 +668,26 @@ def train(
         logits, short_logits[epoch] = score_valset(det, val, short=True)
         return val_metrics(logits, val), logits
 
-    def step_loss(feats, y, d, first: bool = True, replayed=None, target=None):
+    def step_loss(feats, y, d, first: bool = True, replayed=None, target=None, soft=None):
         """(detection loss, total loss, adversary loss or None) at the current weights; ``first``: the
         step's first pass (a SAM step makes a second one at moved weights, which must not advance the
-        adversary's schedule). ``target``: the starting model's logits of the ``replayed`` examples."""
+        adversary's schedule). ``target``: the starting model's logits of the ``replayed`` examples;
+        ``soft``: the distillation teacher's probabilities of every example."""
         adv_loss = None
         if adversary is not None:
             e = model.embed(feats)
             out = model.classify(e)
             loss = model.loss(out, y)
             adv_loss = adversary.loss(e, d.to(device), advance=first)
-            loss_total = loss + adv_loss
         else:
             out = model(feats)
-            loss = loss_total = model.loss(out, y)
+            loss = model.loss(out, y)
+        loss_total = loss
+        if soft is not None:
+            loss_total = ((1 - config.kd) * loss
+                          + config.kd * torch.nn.functional.binary_cross_entropy_with_logits(out, soft))
+        if adv_loss is not None:
+            loss_total = loss_total + adv_loss
         if target is not None:
             loss_total = loss_total + config.distill * torch.nn.functional.mse_loss(out[replayed], target)
         if start_params is not None:
@@ -699,12 +723,17 @@ def train(
                 replayed = replayed.to(device)
                 with torch.no_grad():
                     target = teacher(feats)[replayed]
+            soft = None
+            if config.kd > 0:
+                with torch.no_grad():
+                    soft = torch.sigmoid(kd_teacher(feats).float())
             opt.zero_grad(set_to_none=True)
-            loss, loss_total, adv_loss = step_loss(feats, y, d, replayed=replayed, target=target)
+            loss, loss_total, adv_loss = step_loss(feats, y, d, replayed=replayed, target=target, soft=soft)
             loss_total.backward()
             if config.sam > 0:
                 sam_step(model, params, config.sam,
-                         lambda: step_loss(feats, y, d, first=False, replayed=replayed, target=target)[1])
+                         lambda: step_loss(feats, y, d, first=False, replayed=replayed, target=target,
+                                           soft=soft)[1])
             if adv_loss is not None:
                 adv_losses.append(adv_loss.item())
             opt.step()
