@@ -197,6 +197,14 @@ def main(argv=None) -> int:
     if unknown:
         ap.error(f"--train-on: not held-out sources: {sorted(unknown)}")
     held_out = tuple(s for s in HELD_OUT_SOURCES if s not in args.train_on)
+    from voiceguard.features import FeatureConfig
+
+    feats = replace(FeatureConfig.of_kind(args.features, args.bands), hop_length=args.frame_hop)
+    teacher = None
+    if args.kd:  # checked before any data is decoded
+        teacher, teacher_cfg = checkpoint.load(args.kd)
+        if teacher_cfg.features != feats:
+            ap.error(f"--kd: {args.kd} has other features ({teacher_cfg.features}) than this run ({feats})")
     items = read_manifest(args.corpus)
     for gen in args.generated:
         if Path(gen).exists():
@@ -228,11 +236,8 @@ def main(argv=None) -> int:
                       mixup=args.mixup, sam=args.sam, balance=args.balance, adversary=args.adversary,
                       adversary_fakes=args.adversary_fakes, kd=args.kd_weight if args.kd else 0.0,
                       augment=AugmentConfig(p_rawboost=args.rawboost, p_speed=args.speed, p_music=args.music))
-    from voiceguard.features import FeatureConfig
-    from voiceguard.model import ModelConfig
-
-    feats = replace(FeatureConfig.of_kind(args.features, args.bands), hop_length=args.frame_hop)
     from voiceguard.checkpoint import WindowConfig
+    from voiceguard.model import ModelConfig
 
     base = CheckpointConfig(name=f"voiceguard-lcnn-{args.features}", features=feats,
                             window=WindowConfig(seconds=args.window, hop_seconds=args.hop or args.window),
@@ -243,11 +248,6 @@ def main(argv=None) -> int:
         log.info("epoch %s: %s", rec["epoch"], {k: round(v, 4) if isinstance(v, float) else v
                                                for k, v in rec.items() if k != "epoch"})
 
-    teacher = None
-    if args.kd:
-        teacher, teacher_cfg = checkpoint.load(args.kd)
-        if teacher_cfg.features != base.features:
-            ap.error(f"--kd: {args.kd} has other features ({teacher_cfg.features}) than this run ({base.features})")
     result = train(train_bank, val, config=cfg, base=base, progress=show, kd_teacher=teacher)
 
     per_source = per_source_report(result.val_logits, val, result.config)

@@ -564,6 +564,13 @@ def sam_step(model, params, rho: float, loss_fn) -> None:
                 p.sub_(e)
 
 
+def _freeze(model):
+    """``model`` with gradients turned off (a teacher: its outputs are targets, never trained)."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
 def train(
     train_bank: ClipBank,
     val: ValSet,
@@ -618,16 +625,13 @@ def train(
         for m in teacher.modules():
             if isinstance(m, torch.nn.Dropout):
                 m.eval()  # ... without dropout
-        for p in teacher.parameters():
-            p.requires_grad_(False)
+        _freeze(teacher)
     if config.kd > 0:
         if kd_teacher is None:
             raise ValueError("kd > 0 needs a kd_teacher model")
         if base.model.head != "linear":
             raise ValueError("knowledge distillation needs the linear (BCE) head")
-        kd_teacher = kd_teacher.to(device).eval()
-        for p in kd_teacher.parameters():
-            p.requires_grad_(False)
+        kd_teacher = _freeze(kd_teacher.to(device).eval())
     total_steps = config.epochs * config.steps_per_epoch
     crop_n = int(round(base.window.seconds * base.sample_rate))
     stream = CropStream(train_bank, crop_n, config.augment, config.seed, replay_bank, config.replay_fraction,
