@@ -52,7 +52,7 @@ checkpoint: setup
 	$(BIN)/voiceguard synth --out data/gen6 --engines kokoro --vocoders -n 50 --seed 11
 	$(BIN)/python scripts/finetune_check.py --new data/gen6/manifest.csv --test data/gen5/manifest.csv --source hexgrad+kokoro --seeds 0 1 2
 	for layout in manifest folders fakes-only; do $(BIN)/python scripts/finetune_check.py --layout $$layout --seeds 0 1; done
-	$(BIN)/python scripts/model_card.py --extra runs/card_extra.json
+	$(BIN)/python scripts/model_card.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Checks of the shipped checkpoint beyond its validation EER, written for the model card.
 
-    .venv/bin/python scripts/field_checks.py [--checkpoint checkpoints/voiceguard] [--out runs/card_extra.json]
+    .venv/bin/python scripts/field_checks.py [--checkpoint checkpoints/voiceguard] [--out checkpoints/card_sections.json]
 
 1. Long calls: pseudo-calls of several minutes stitched from held-out *real* clips (sources never trained on),
    clean and as 8 kHz mu-law copies: how many are called synthetic? Then the same calls with 20 s of a held-out
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     ap.add_argument("--calls", type=int, default=10)
     ap.add_argument("--minutes", type=float, default=6.0)
     ap.add_argument("--long-minutes", type=float, default=14.0, help="length of the codec long-call check's calls")
-    ap.add_argument("--out", default=str(ROOT / "runs" / "card_extra.json"))
+    ap.add_argument("--out", default=str(ROOT / "checkpoints" / "card_sections.json"))
     ap.add_argument("--only", choices=("codec-calls",), help="run this check alone (the others keep their figures)")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
@@ -283,7 +283,7 @@ def _write(path: str, sections: dict) -> int:
     """Add ``sections`` to the JSON file at ``path``, keeping the others (what finetune_check.py wrote)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     old = json.loads(Path(path).read_text()) if Path(path).exists() else {}
-    Path(path).write_text(json.dumps({**old, **sections}, indent=1))
+    Path(path).write_text(json.dumps({**old, **sections}, indent=1, ensure_ascii=False) + "\n")
     print(f"wrote {path}")
     return 0
 

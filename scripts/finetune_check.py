@@ -5,7 +5,7 @@
                                                [--layout manifest|folders|fakes-only] [finetune options]
 
 Gives the shipped checkpoint the clips of one held-out source, as a user would, runs `voiceguard finetune`, times
-it, and adds its printed EERs (new data's held-out part, original validation data) to runs/card_extra.json.
+it, and adds its printed EERs (new data's held-out part, original validation data) to checkpoints/card_sections.json.
 Layouts: `manifest` (synthetic clips and real references, grouped by sample name so the split keeps a sample's
 versions together), `folders` (two flat folders, `--real DIR --fake DIR`, speakers unknown: split by file) and
 `fakes-only` (one flat folder of the synthetic clips, `--fake DIR`; real speech from the original data).
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--source", default="sh-lee-prml+HierSpeechpp-demo")
     ap.add_argument("--corpus", default=str(ROOT.parent / "shared" / "corpus"))
-    ap.add_argument("--extra", default=str(ROOT / "runs" / "card_extra.json"))
+    ap.add_argument("--extra", default=str(ROOT / "checkpoints" / "card_sections.json"))
     ap.add_argument("--layout", choices=("manifest", "folders", "fakes-only"), default="manifest")
     ap.add_argument("--from", dest="start", metavar="CHECKPOINT", help="starting checkpoint (default: shipped)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0],
@@ -190,7 +190,7 @@ def main(argv=None) -> int:
     extra_path = Path(args.extra)
     extra = json.loads(extra_path.read_text()) if extra_path.exists() else {}
     extra[key] = body
-    extra_path.write_text(json.dumps(extra, indent=1))
+    extra_path.write_text(json.dumps(extra, indent=1, ensure_ascii=False) + "\n")
     return 0
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Write checkpoints/README.md (the model card) from the checkpoint's own JSON and an optional eval JSON.
 
-    .venv/bin/python scripts/model_card.py [--checkpoint checkpoints/voiceguard] [--extra runs/card_extra.json]
+    .venv/bin/python scripts/model_card.py [--checkpoint checkpoints/voiceguard] [--extra checkpoints/card_sections.json (default)]
 
 Every figure in the card is read from files written by the training and evaluation runs, never retyped.
 """
@@ -90,7 +90,9 @@ def spoof_recipes(t: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / "voiceguard"))
-    ap.add_argument("--extra", help="JSON with extra measured sections: {'title': markdown, ...}")
+    ap.add_argument("--extra", default=str(ROOT / "checkpoints" / "card_sections.json"),
+                    help="JSON of the card's measured sections, {'title': markdown, ...}, as written by "
+                         "scripts/field_checks.py and scripts/finetune_check.py (tracked, so the card can be rebuilt)")
     ap.add_argument("--corpus-readme", default=str(ROOT.parent / "shared" / "corpus" / "README.md"))
     ap.add_argument("--out", default=str(ROOT / "checkpoints" / "README.md"))
     args = ap.parse_args(argv)
