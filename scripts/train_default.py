@@ -154,6 +154,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rawboost", type=float, default=0.0, help="probability of a RawBoost distortion per example")
     ap.add_argument("--music", type=float, default=0.0,
                     help="probability of random instrumental music under a training crop, 3-25 dB below it")
+    ap.add_argument("--telephone-weights", nargs="+", default=[], metavar="CODEC=W",
+                    help="relative weights of the narrowband codecs in the telephone augmentation, e.g. gsm=3 ulaw=2 "
+                         "(codecs not named weigh 1)")
     ap.add_argument("--speed", type=float, default=0.0,
                     help="probability that a training crop is played 0.88-1.12 times as fast (real and fake alike)")
     ap.add_argument("--mixup", type=float, default=0.0,
@@ -197,6 +200,11 @@ def main(argv=None) -> int:
     if unknown:
         ap.error(f"--train-on: not held-out sources: {sorted(unknown)}")
     held_out = tuple(s for s in HELD_OUT_SOURCES if s not in args.train_on)
+    try:
+        telephone_weights = tuple((c, float(w)) for c, w in (a.split("=", 1) for a in args.telephone_weights))
+        AugmentConfig(telephone_weights=telephone_weights)
+    except ValueError as err:
+        ap.error(f"--telephone-weights: {err} (give CODEC=WEIGHT, e.g. gsm=3)")
     from voiceguard.features import FeatureConfig
 
     feats = replace(FeatureConfig.of_kind(args.features, args.bands), hop_length=args.frame_hop)
@@ -235,7 +243,8 @@ def main(argv=None) -> int:
                       lr=args.lr, pair_fraction=args.pair_fraction, ema=args.ema, freq_mask=args.freq_mask,
                       mixup=args.mixup, sam=args.sam, balance=args.balance, adversary=args.adversary,
                       adversary_fakes=args.adversary_fakes, kd=args.kd_weight if args.kd else 0.0,
-                      augment=AugmentConfig(p_rawboost=args.rawboost, p_speed=args.speed, p_music=args.music))
+                      augment=AugmentConfig(p_rawboost=args.rawboost, p_speed=args.speed, p_music=args.music,
+                                            telephone_weights=telephone_weights))
     from voiceguard.checkpoint import WindowConfig
     from voiceguard.model import ModelConfig
 

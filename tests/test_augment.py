@@ -80,3 +80,34 @@ def test_music_under_speech_is_harmonic_at_the_asked_snr_and_label_blind(x):
     a = augment.Augmenter(augment.AugmentConfig(p_music=1.0), seed=0)
     outs = [a(x) for _ in range(5)]
     assert all(o.shape == x.shape and np.abs(o).max() <= 1.0 for o in outs) and len(a._music) == 5
+
+
+def test_telephone_codec_weights_set_how_often_each_codec_is_drawn(x, monkeypatch):
+    """`telephone_weights` (train_default.py --telephone-weights gsm=3 ...) makes the telephone branch draw some
+    codecs more often than others; a codec weighted 0 is never drawn, and an unknown one is refused."""
+    drawn = []
+
+    def fake_codec(y, name, sr=16000, **kw):
+        drawn.append(name)
+        return y
+
+    monkeypatch.setattr(augment, "codec", fake_codec)
+    zero = {c: 0.0 for c in augment.TELEPHONE_CODECS + ("amr",)}
+    cfg = augment.AugmentConfig(p_telephone=1.0, telephone_weights=tuple({**zero, "gsm": 3, "ulaw": 1}.items()))
+    aug = augment.Augmenter(cfg, seed=0)
+    for _ in range(400):
+        aug(x[:8000])
+    assert set(drawn) == {"gsm", "ulaw"}
+    assert 0.68 < drawn.count("gsm") / len(drawn) < 0.82  # 3 : 1
+
+    drawn.clear()  # no weights: every codec alike, as before the option
+    aug = augment.Augmenter(augment.AugmentConfig(p_telephone=1.0), seed=0)
+    for _ in range(400):
+        aug(x[:8000])
+    assert set(augment.TELEPHONE_CODECS) <= set(drawn)
+    assert drawn.count("gsm") / len(drawn) < 0.25
+
+    with pytest.raises(ValueError, match="gsm610"):
+        augment.AugmentConfig(telephone_weights=(("gsm610", 2.0),))
+    with pytest.raises(ValueError):
+        augment.AugmentConfig(telephone_weights=tuple(zero.items()))  # nothing left to draw

@@ -288,10 +288,22 @@ class AugmentConfig:
     music_snr_db: tuple[float, float] = (3.0, 25.0)
     snr_db: tuple[float, float] = (8.0, 40.0)
     p_telephone: float = 0.45  # 8 kHz band-pass + narrowband codec
+    # relative weights of the narrowband codecs, e.g. (("gsm", 3.0), ("ulaw", 2.0)); a codec not named weighs 1;
+    # empty: all alike
+    telephone_weights: tuple[tuple[str, float], ...] = ()
     p_wideband_codec: float = 0.15
     p_band_limit: float = 0.15  # low-pass at a random 3.4-7.5 kHz, no codec
     rms_db: tuple[float, float] = (-35.0, -14.0)  # final level, dBFS
     dither_db: tuple[float, float] = (-90.0, -66.0)  # always added
+
+    def __post_init__(self) -> None:
+        known = TELEPHONE_CODECS + ("amr",)
+        pairs = tuple((str(c), float(w)) for c, w in self.telephone_weights)
+        bad = [c for c, w in pairs if c not in known or not w >= 0]
+        if bad or (pairs and sum(dict(pairs).get(c, 1.0) for c in known) <= 0):
+            raise ValueError(f"telephone codec weights must be >= 0 and name codecs among {', '.join(known)}; "
+                             f"got {dict(pairs)}")
+        object.__setattr__(self, "telephone_weights", pairs)
 
 
 class Augmenter:
@@ -303,6 +315,11 @@ class Augmenter:
         self.rng = np.random.default_rng(seed)
         self.sr = sr
         self.telephone_codecs = TELEPHONE_CODECS + (("amr",) if shutil.which("sox") else ())
+        weights = dict(config.telephone_weights)
+        w = np.array([weights.get(c, 1.0) for c in self.telephone_codecs])
+        if weights and not w.sum() > 0:
+            raise ValueError(f"telephone codec weights leave no codec to draw: {config.telephone_weights}")
+        self._telephone_p = w / w.sum() if weights else None  # None: uniform (draws as before the option)
         self._music: list[np.ndarray] = []  # pieces of background music, made as needed
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -326,7 +343,7 @@ class Augmenter:
         try:
             if u < c.p_telephone:
                 y = band_limit(y, float(r.uniform(60, 300)), float(r.uniform(3300, 3800)), sr)
-                name = str(r.choice(self.telephone_codecs))
+                name = str(r.choice(self.telephone_codecs, p=self._telephone_p))
                 if name != "amr":  # AMR costs a process per call: use it a little less
                     y = codec(y, name, sr, bitrate=float(r.uniform(0.3, 1.0)))
                 elif r.random() < 0.3:
