@@ -160,6 +160,9 @@ def main(argv=None) -> int:
         "AMR-NB) 45 %, wideband codec 15 %, band-limit 15 %, coloured noise 8–40 dB SNR 35 %, synthetic reverb "
         "15 %, inserted digital silence 25 %, random level −35…−14 dBFS, dither always. Crops of "
         f"{cfg.window.seconds:g} s, classes balanced per batch, sources and speakers weighted by 1/sqrt(count)."
+        + (f" Telephone codecs drawn with relative weights {', '.join(f'{c} {w:g}' for c, w in tw)}, the others 1"
+           + (" (the first network; see each network's command)" if t.get("members") else "") + "."
+           if (tw := t.get("augment", {}).get("telephone_weights")) else "")
         + (f" RawBoost distortions (linear/non-linear convolutive, impulsive and coloured stationary noise) on "
            f"{t['augment'].get('p_rawboost', 0) * 100:.0f} % of examples." if t.get("augment", {}).get("p_rawboost") else "")
         + (f" Matched pairs: {t['train_config'].get('pair_fraction', 0) * 100:.0f} % of examples are a "
