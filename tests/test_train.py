@@ -669,3 +669,33 @@ def test_distilling_a_teacher_follows_its_probabilities_instead_of_the_labels(da
         TrainConfig(kd=1.5)
     with pytest.raises(ValueError, match="kd_teacher"):
         train(ClipBank(tr), val, config=TrainConfig(epochs=1, steps_per_epoch=1, workers=0, kd=0.5))
+
+
+def test_compare_heldout_codec_copies_code_each_clean_clip_with_and_without_the_band_pass():
+    """scripts/compare_heldout.py --codecs gsm ulaw: every clean held-out clip once more per codec and per way of
+    making the copy; the band-passed copy loses what lies under 300 Hz, the plain 8 kHz copy keeps it."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from scripts.compare_heldout import codec_copies
+    from voiceguard.data import Item
+
+    t = np.arange(32000) / 16000
+    low = (0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32) + 0.5 * speech_like(2.0, seed=1)
+    items = [Item(path=f"{i}.flac", label=i % 2) for i in range(2)]
+    val = ValSet(items=[items[0], items[0], items[1]], signals=[low, low, speech_like(2.0, seed=2)],
+                 condition=["clean", "telephone", "clean"])
+    extra = codec_copies(val, ["gsm", "ulaw"])
+    assert extra.condition == ["gsm bp"] * 2 + ["gsm 8k"] * 2 + ["ulaw bp"] * 2 + ["ulaw 8k"] * 2
+    assert [it.label for it in extra.items] == [0, 1] * 4  # the clean clips only, in order
+    assert all(len(s) == 32000 for s in extra.signals)
+
+    def under_300(x):
+        spec = np.abs(np.fft.rfft(x)) ** 2
+        return spec[np.fft.rfftfreq(len(x), 1 / 16000) < 300].sum() / spec.sum()
+
+    bp, plain = extra.signals[4], extra.signals[6]  # clip 0 through µ-law, band-passed and not
+    assert under_300(bp) < 0.2 * under_300(plain)
+    assert under_300(plain) > 0.5 * under_300(low)
+    assert codec_copies(val, []) is None
