@@ -18,6 +18,7 @@ then the overall figure (checkpoints first, as the option takes every name after
 
     .venv/bin/python scripts/compare_heldout.py checkpoints/voiceguard runs/T/voiceguard --sources \\
         Camb-ai+MARS5-TTS gemelo-ai+vocos sh-lee-prml+HierSpeechpp-demo codecfake+codecfake.github.io hexgrad+kokoro
+
 ``--codecs C [C ...]`` also scores every held-out clip through each of these narrowband codecs (``ulaw``, ``alaw``,
 ``gsm``, ``g721``, ``opus8``, ``mp3_8``, ``amr``), twice: after the 300-3400 Hz band-pass of the validation's
 telephone copies, and resampled to 8 kHz alone (how a test set's "8 kHz µ-law / GSM copies" may well be made);
@@ -40,7 +41,7 @@ from scripts.train_default import heldout_valset, per_source_report  # noqa: E40
 from voiceguard.checkpoint import load  # noqa: E402
 from voiceguard.data import read_manifest  # noqa: E402
 from voiceguard.detector import Detector  # noqa: E402
-from voiceguard.augment import codec, telephone_copy  # noqa: E402
+from voiceguard.augment import NARROWBAND_CODECS, codec, telephone_copy  # noqa: E402
 from voiceguard.metrics import eer  # noqa: E402
 from voiceguard.train import ValSet, score_valset, val_metrics  # noqa: E402
 
@@ -68,14 +69,9 @@ def main(argv=None) -> int:
                     help="synthetic clips to score against the held-out real clips, instead of the held-out ones")
     ap.add_argument("--sources", nargs="+", metavar="SOURCE",
                     help="score only the held-out synthetic clips of these sources (against all held-out real clips)")
-    ap.add_argument("--codecs", nargs="+", metavar="CODEC", default=[],
+    ap.add_argument("--codecs", nargs="+", metavar="CODEC", default=[], choices=NARROWBAND_CODECS,
                     help="also score each held-out clip through these narrowband codecs, with and without the band-pass")
     args = ap.parse_args(argv)
-    from voiceguard.augment import TELEPHONE_CODECS
-
-    unknown = set(args.codecs) - set(TELEPHONE_CODECS + ("amr",))
-    if unknown:
-        ap.error(f"--codecs: unknown {sorted(unknown)}; known: {', '.join(TELEPHONE_CODECS + ('amr',))}")
     import torch
 
     torch.set_num_threads(2)

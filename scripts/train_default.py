@@ -201,8 +201,9 @@ def main(argv=None) -> int:
         ap.error(f"--train-on: not held-out sources: {sorted(unknown)}")
     held_out = tuple(s for s in HELD_OUT_SOURCES if s not in args.train_on)
     try:
-        telephone_weights = tuple((c, float(w)) for c, w in (a.split("=", 1) for a in args.telephone_weights))
-        AugmentConfig(telephone_weights=telephone_weights)
+        augment = AugmentConfig(p_rawboost=args.rawboost, p_speed=args.speed, p_music=args.music,
+                                telephone_weights=tuple((c, float(w)) for c, w in
+                                                        (a.split("=", 1) for a in args.telephone_weights)))
     except ValueError as err:
         ap.error(f"--telephone-weights: {err} (give CODEC=WEIGHT, e.g. gsm=3)")
     from voiceguard.features import FeatureConfig
@@ -243,8 +244,7 @@ def main(argv=None) -> int:
                       lr=args.lr, pair_fraction=args.pair_fraction, ema=args.ema, freq_mask=args.freq_mask,
                       mixup=args.mixup, sam=args.sam, balance=args.balance, adversary=args.adversary,
                       adversary_fakes=args.adversary_fakes, kd=args.kd_weight if args.kd else 0.0,
-                      augment=AugmentConfig(p_rawboost=args.rawboost, p_speed=args.speed, p_music=args.music,
-                                            telephone_weights=telephone_weights))
+                      augment=augment)
     from voiceguard.checkpoint import WindowConfig
     from voiceguard.model import ModelConfig
 

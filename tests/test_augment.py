@@ -92,7 +92,7 @@ def test_telephone_codec_weights_set_how_often_each_codec_is_drawn(x, monkeypatc
         return y
 
     monkeypatch.setattr(augment, "codec", fake_codec)
-    zero = {c: 0.0 for c in augment.TELEPHONE_CODECS + ("amr",)}
+    zero = {c: 0.0 for c in augment.NARROWBAND_CODECS}
     cfg = augment.AugmentConfig(p_telephone=1.0, telephone_weights=tuple({**zero, "gsm": 3, "ulaw": 1}.items()))
     aug = augment.Augmenter(cfg, seed=0)
     for _ in range(400):

@@ -38,6 +38,7 @@ CODECS: dict[str, tuple[str, str, int]] = {
 }
 MUSIC_BANK, MUSIC_SECONDS = 48, 20.0  # pieces of background music an Augmenter makes, and their length
 TELEPHONE_CODECS = ("ulaw", "alaw", "gsm", "g721", "opus8", "mp3_8")
+NARROWBAND_CODECS = TELEPHONE_CODECS + ("amr",)  # and AMR-NB, through sox when it is installed
 WIDEBAND_CODECS = ("vorbis16", "mp3_16")  # opus16 is 10x slower to encode here; used in tests
 
 
@@ -297,11 +298,11 @@ class AugmentConfig:
     dither_db: tuple[float, float] = (-90.0, -66.0)  # always added
 
     def __post_init__(self) -> None:
-        known = TELEPHONE_CODECS + ("amr",)
         pairs = tuple((str(c), float(w)) for c, w in self.telephone_weights)
-        bad = [c for c, w in pairs if c not in known or not w >= 0]
-        if bad or (pairs and sum(dict(pairs).get(c, 1.0) for c in known) <= 0):
-            raise ValueError(f"telephone codec weights must be >= 0 and name codecs among {', '.join(known)}; "
+        bad = [c for c, w in pairs if c not in NARROWBAND_CODECS or not w >= 0]
+        if bad or (pairs and sum(dict(pairs).get(c, 1.0) for c in NARROWBAND_CODECS) <= 0):
+            raise ValueError(f"telephone codec weights must be >= 0 and name codecs among "
+                             f"{', '.join(NARROWBAND_CODECS)}; "
                              f"got {dict(pairs)}")
         object.__setattr__(self, "telephone_weights", pairs)
 
@@ -317,7 +318,7 @@ class Augmenter:
         self.telephone_codecs = TELEPHONE_CODECS + (("amr",) if shutil.which("sox") else ())
         weights = dict(config.telephone_weights)
         w = np.array([weights.get(c, 1.0) for c in self.telephone_codecs])
-        if weights and not w.sum() > 0:
+        if weights and not w.sum() > 0:  # only AMR weighted, and no sox here
             raise ValueError(f"telephone codec weights leave no codec to draw: {config.telephone_weights}")
         self._telephone_p = w / w.sum() if weights else None  # None: uniform (draws as before the option)
         self._music: list[np.ndarray] = []  # pieces of background music, made as needed
