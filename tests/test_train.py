@@ -344,6 +344,40 @@ def test_finetuning_an_ensemble_moves_every_member(dataset):
     assert "eer_all" in report.after["new"]
 
 
+def test_the_forgetting_check_leaves_out_the_new_data_s_own_sources(dataset):
+    """Original validation files of a source the new data comes from (say, its real references, or copies made
+    from them) are not "elsewhere": a fine-tune's gain there would hide its losses on everything else."""
+    from dataclasses import replace
+
+    from voiceguard.detector import Detector
+    from voiceguard.train import finetune
+
+    items = read_folders(dataset / "real", dataset / "fake")
+    new = [replace(it, source="newsrc") for it in items[::2]]
+    rest = items[1::2]
+    same = [replace(it, source="newsrc") for it in rest[:4]]
+    copies = [replace(it, source="local-world", extra={"orig_source": "newsrc"}) for it in rest[4:6]]
+    other = [replace(it, source="other") for it in rest[6:]]
+    assert {it.label for it in other} == {0, 1}
+
+    def original_part(new_items, original):
+        notes: list[str] = []
+        start = Detector.untrained(seed=3)  # afresh: a fine-tune trains the model it is given
+        _, report = finetune(new_items, start.model, start.config, original_val_items=original,
+                             log_fn=notes.append,
+                             config=TrainConfig(epochs=1, steps_per_epoch=2, batch_size=8, workers=0, lr=1e-3))
+        return report.before["original"], notes
+
+    checked, notes = original_part(new, same + copies + other)
+    assert any("6 files of the original validation data come from the new data's sources (newsrc)" in n
+               for n in notes), notes
+    assert checked == original_part(new, other)[0]  # scored on the other source's files alone
+    # without a source in common, nothing is left out
+    unnamed, notes = original_part([replace(it, source="") for it in new], same + copies + other)
+    assert not any("left out of the check" in n for n in notes)
+    assert unnamed["n"] > checked["n"]
+
+
 def test_mixed_weights_lie_on_the_line_from_the_start_to_the_fine_tuned_ones():
     from voiceguard.train import mix_weights
 

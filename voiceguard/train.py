@@ -997,9 +997,18 @@ def finetune(
     if replay_items:
         replay_bank = ClipBank(_sample(list(replay_items), REPLAY_FILES, config.seed))
         replay_desc = f"{len(replay_bank)} original training files"
+    # the guard against forgetting measures what the model knew elsewhere: files of the new data's own sources
+    # (and copies made from their clips) are not elsewhere, and there a fine-tune's gain would hide its losses
+    new_sources = {it.source for it in new_items if it.source}
+    guard_items = [it for it in original_val_items
+                   if not {it.source, it.extra.get("orig_source", "")} & new_sources]
+    if len(guard_items) < len(original_val_items):
+        log_fn(f"note: {len(original_val_items) - len(guard_items)} files of the original validation data come from "
+               f"the new data's sources ({', '.join(sorted(new_sources))}) and are left out of the check against "
+               "forgetting")
     orig_val_set = None
-    if original_val_items:
-        orig_val_set = ValSet.build(ClipBank(_sample(list(original_val_items), ORIGINAL_VAL_FILES, config.seed)))
+    if guard_items:
+        orig_val_set = ValSet.build(ClipBank(_sample(guard_items, ORIGINAL_VAL_FILES, config.seed)))
     log_fn(f"replay: {replay_desc}; decoded in {time.time() - t0:.0f} s")
 
     combined = ValSet.join(new_val_set, orig_val_set)
