@@ -378,6 +378,20 @@ def test_the_forgetting_check_leaves_out_the_new_data_s_own_sources(dataset):
     assert unnamed["n"] > checked["n"]
 
 
+def test_the_report_says_how_much_the_original_validation_data_lost():
+    from voiceguard.cli import FORGETTING_NOTE
+    from voiceguard.train import FinetuneReport
+
+    def report(before, after):
+        return FinetuneReport({"new": {"eer_all": 0.3}, "original": before}, {"new": {"eer_all": 0.2},
+                              "original": after}, [], "none", 10, 5, 1.0)
+
+    assert report({"eer_all": 0.252}, {"eer_all": 0.287}).forgetting() == pytest.approx(0.035)
+    assert report({"eer_all": 0.287}, {"eer_all": 0.252}).forgetting() == 0.0  # a gain is no loss
+    assert report({}, {}).forgetting() == 0.0  # not scored (no original validation data on this machine)
+    assert report({"eer_all": 0.25}, {"eer_all": 0.265}).forgetting() >= FORGETTING_NOTE > 0
+
+
 def test_mixed_weights_lie_on_the_line_from_the_start_to_the_fine_tuned_ones():
     from voiceguard.train import mix_weights
 

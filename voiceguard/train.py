@@ -902,6 +902,15 @@ class FinetuneReport:
     settings: dict = field(default_factory=dict)  # the fine-tune's settings (epochs, lr, regularisers, seed)
     mix: float = 1.0  # share of the kept epoch's weights in the result, the rest the starting weights'
 
+    def forgetting(self) -> float:
+        """EER the original validation data lost (after - before; 0 when it did not lose or was not scored).
+        Measured on 200 files, so a point or so is noise; in the model card's checks the loss on unrelated
+        sources was as large or larger."""
+        a, b = self.before.get("original", {}), self.after.get("original", {})
+        if "eer_all" not in a or "eer_all" not in b:
+            return 0.0
+        return max(0.0, b["eer_all"] - a["eer_all"])
+
 
 def replay_sources(config: CheckpointConfig, root=None) -> tuple[list[Item], list[Item]]:
     """(train, validation) items of the data a checkpoint was trained on, when still on this machine.
