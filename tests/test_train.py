@@ -378,6 +378,27 @@ def test_the_forgetting_check_leaves_out_the_new_data_s_own_sources(dataset):
     assert unnamed["n"] > checked["n"]
 
 
+def test_copies_of_the_new_files_are_found_under_other_paths(dataset, tmp_path):
+    """A user's new clips may be copies of files the model was validated on (say, from a public corpus): such
+    copies leave the original data, or a fine-tune would be checked on the very clips it trains on."""
+    import shutil
+
+    from voiceguard.data import Item
+    from voiceguard.train import copies_of
+
+    wavs = sorted((dataset / "real").rglob("*.wav"))
+    new = [Item(str(wavs[0]), 0), Item(str(wavs[1]), 0)]
+    copy = tmp_path / "copy.wav"
+    shutil.copy(wavs[0], copy)
+    same_size = tmp_path / "same_size.wav"  # as long as the new file, other bytes
+    data = bytearray(wavs[1].read_bytes())
+    data[-1] ^= 1
+    same_size.write_bytes(bytes(data))
+    original = [Item(str(copy), 0), Item(str(same_size), 0), Item(str(wavs[5]), 0), Item(str(wavs[0]), 0),
+                Item(str(tmp_path / "missing.wav"), 0)]
+    assert copies_of(new, original) == {str(copy)}  # the same path is not a copy; it is left out by path
+
+
 def test_the_report_says_how_much_the_original_validation_data_lost():
     from voiceguard.cli import FORGETTING_NOTE
     from voiceguard.train import FinetuneReport

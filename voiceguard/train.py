@@ -941,6 +941,36 @@ def _sample(items: list[Item], n: int, seed: int) -> list[Item]:
     return [items[i] for i in sorted(rng.choice(len(items), n, replace=False))]
 
 
+def copies_of(new_items: Sequence[Item], items: Sequence[Item]) -> set[str]:
+    """Paths of ``items`` whose bytes are those of a file of ``new_items`` under another path (a clip copied
+    elsewhere). Only files of a size some new file has are read."""
+    import hashlib
+    import os
+
+    def size(path: str) -> int:
+        try:
+            return os.path.getsize(path)
+        except OSError:
+            return -1
+
+    def digest(path: str) -> str | None:
+        try:
+            return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+        except OSError:
+            return None
+
+    new_paths = {it.path for it in new_items}
+    by_size: dict[int, list[str]] = {}
+    for p in new_paths:
+        by_size.setdefault(size(p), []).append(p)
+    by_size.pop(-1, None)
+    candidates = {it.path for it in items if it.path not in new_paths and size(it.path) in by_size}
+    if not candidates:
+        return set()
+    new_digests = {digest(p) for s in {size(c) for c in candidates} for p in by_size[s]} - {None}
+    return {c for c in candidates if digest(c) in new_digests}
+
+
 def finetune(
     new_items: Sequence[Item],
     model,
@@ -970,9 +1000,14 @@ def finetune(
     t0 = time.time()
     config = config or replace(FINETUNE_CONFIG)
     new_items = list(new_items)
-    new_paths = {it.path for it in new_items}  # the new data may overlap what the model was validated on
-    original_val_items = [it for it in original_val_items or [] if it.path not in new_paths]
-    replay_items = [it for it in replay_items or [] if it.path not in new_paths]
+    # the new data may overlap what the model was trained or validated on, under the same paths or copied
+    original_val_items, replay_items = list(original_val_items or []), list(replay_items or [])
+    copies = copies_of(new_items, original_val_items + replay_items)
+    if copies:
+        log_fn(f"note: {len(copies)} files of the original data are copies of new files and are left out of it")
+    new_paths = {it.path for it in new_items} | copies
+    original_val_items = [it for it in original_val_items if it.path not in new_paths]
+    replay_items = [it for it in replay_items if it.path not in new_paths]
     new_train, new_val, notes = split_new_data(new_items, val_fraction, seed=config.seed)
     for note in notes:
         log_fn(f"note: {note}")
