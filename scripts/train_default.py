@@ -54,7 +54,7 @@ HELD_OUT_GENERATORS = ("flite", "lpc")
 def is_held_out(item, sources=HELD_OUT_SOURCES) -> bool:
     """Held-out sources, held-out generators, and copy-syntheses of held-out sources' real clips
     (a vocoded clip stays on the side of the real clip it was made from, so no speaker leaks)."""
-    return (item.source in sources or item.extra.get("orig_source", "") in sources
+    return (item.comes_from(sources)
             or any(item.generator.startswith(g) for g in HELD_OUT_GENERATORS))
 
 
@@ -77,7 +77,7 @@ def heldout_valset(record: dict, exclude: str | None = None, fakes: list | None 
             items += read_manifest(ROOT / m)
     held = tuple(record["data"]["held_out_sources"])
     items = [it for it in items if is_held_out(it, held)
-             and exclude not in (it.source, it.extra.get("orig_source", ""))]
+             and not (exclude and it.comes_from({exclude}))]
     if fakes is not None:
         items = [it for it in items if not it.label] + [it for it in fakes if it.label]
     if sources is not None:

@@ -429,10 +429,12 @@ def _cmd_finetune(args) -> int:
           f"after {fmt(report.after['new'])}")
     print(f"EER on the original validation data:  before {fmt(report.before['original'])}; "
           f"after {fmt(report.after['original'])}")
-    if report.forgetting() >= FORGETTING_NOTE:
-        print(f"note: the original validation data lost {report.forgetting() * 100:.1f} points of EER: the new model "
-              "may have forgotten some of what it knew (in the checks of the model card, the loss on other unseen "
-              "sources was as large or larger); check it on real calls of your own, or fine-tune with more new data", file=sys.stderr)
+    lost = report.forgetting()
+    if lost >= FORGETTING_NOTE:
+        print(f"note: the original validation data lost {lost * 100:.1f} points of EER: the new model may have "
+              "forgotten some of what it knew (in the checks of the model card, the loss on other unseen sources was "
+              "as large or larger); check it on real calls of your own, or fine-tune with more new data",
+              file=sys.stderr)
     kept = f"epoch {report.kept_epoch}" if report.kept_epoch else "the starting weights"
     if report.kept_epoch and report.mix < 1.0:
         kept += f", {report.mix:.0%} of the way from the starting weights"

@@ -47,6 +47,11 @@ class Item:
             return "bonafide" if self.label == 0 else "unknown"
         return value or "unknown"
 
+    def comes_from(self, sources) -> bool:
+        """Whether this recording is of one of ``sources``, or a copy-synthesis of a clip of one (its manifest's
+        ``orig_source`` column, written by the local spoof makers)."""
+        return self.source in sources or self.extra.get("orig_source", "") in sources
+
 
 def parse_label(value: str) -> int:
     """1 for synthetic, 0 for human; raises DataError for anything else."""

@@ -964,11 +964,9 @@ def copies_of(new_items: Sequence[Item], items: Sequence[Item]) -> set[str]:
     for p in new_paths:
         by_size.setdefault(size(p), []).append(p)
     by_size.pop(-1, None)
-    candidates = {it.path for it in items if it.path not in new_paths and size(it.path) in by_size}
-    if not candidates:
-        return set()
-    new_digests = {digest(p) for s in {size(c) for c in candidates} for p in by_size[s]} - {None}
-    return {c for c in candidates if digest(c) in new_digests}
+    candidates = {p: s for p in {it.path for it in items} - new_paths if (s := size(p)) in by_size}
+    new_digests = {digest(p) for s in set(candidates.values()) for p in by_size[s]} - {None}
+    return {p for p in candidates if digest(p) in new_digests}
 
 
 def finetune(
@@ -1044,8 +1042,7 @@ def finetune(
     # the guard against forgetting measures what the model knew elsewhere: files of the new data's own sources
     # (and copies made from their clips) are not elsewhere, and there a fine-tune's gain would hide its losses
     new_sources = {it.source for it in new_items if it.source}
-    guard_items = [it for it in original_val_items
-                   if not {it.source, it.extra.get("orig_source", "")} & new_sources]
+    guard_items = [it for it in original_val_items if not it.comes_from(new_sources)]
     if len(guard_items) < len(original_val_items):
         log_fn(f"note: {len(original_val_items) - len(guard_items)} files of the original validation data come from "
                f"the new data's sources ({', '.join(sorted(new_sources))}) and are left out of the check against "
