@@ -144,6 +144,8 @@ def main(argv=None) -> int:
     ap.add_argument("--freq-stride", type=int, default=1,
                     help="stride of the LCNN's first layer along frequency (2 for fine-resolution spectra)")
     ap.add_argument("--frame-hop", type=int, default=160, help="front-end frame step in samples (default 160: 10 ms)")
+    ap.add_argument("--rows", type=int, default=0,
+                    help="the network reads only the lowest ROWS bands of the front-end (30 of 60: 0-4 kHz)")
     ap.add_argument("--channels", type=int, nargs="+", default=[16, 24, 32, 32], help="LCNN channels per stage")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--head", choices=("linear", "ocsoftmax"), default="linear", help="loss / output head")
@@ -251,7 +253,7 @@ def main(argv=None) -> int:
     base = CheckpointConfig(name=f"voiceguard-lcnn-{args.features}", features=feats,
                             window=WindowConfig(seconds=args.window, hop_seconds=args.hop or args.window),
                             model=ModelConfig(n_features=feats.n_features, channels=tuple(args.channels),
-                                              head=args.head, freq_stride=args.freq_stride))
+                                              head=args.head, freq_stride=args.freq_stride, rows=args.rows))
 
     def show(rec):
         log.info("epoch %s: %s", rec["epoch"], {k: round(v, 4) if isinstance(v, float) else v

@@ -73,6 +73,32 @@ def test_combined_networks_score_the_mean_of_their_window_logits(tmp_path):
     assert checkpoint.load(tmp_path / "one")[1].model.members == 1
 
 
+def test_a_telephone_band_network_reads_only_the_lowest_rows(tmp_path):
+    """A network trained on the lowest 30 of the 60 bands (0-4 kHz, `train_default.py --rows 30`) ignores the
+    rest of the feature map, round-trips, and is not combined with full-band networks."""
+    import torch
+
+    from voiceguard.model import ModelConfig, combine
+
+    full = Detector.untrained(seed=1)
+    narrow = Detector.untrained(full.config.replace(model=ModelConfig(rows=30)), seed=2)
+    feats = torch.randn(2, 60, 401)
+    high = feats.clone()
+    high[:, 30:] += 5 * torch.randn(2, 30, 401)  # the band above 4 kHz changes
+    with torch.inference_mode():
+        assert torch.equal(narrow.model(feats), narrow.model(high))
+        assert not torch.allclose(full.model(feats), full.model(high))
+    checkpoint.save(tmp_path / "narrow", narrow.model, narrow.config)
+    loaded = Detector.load(tmp_path / "narrow")
+    assert loaded.config.model.rows == 30
+    x = speech_like(5.0, pauses=False)
+    assert loaded.score_array(x, 16000).logit == pytest.approx(narrow.score_array(x, 16000).logit, abs=1e-6)
+    with pytest.raises(ValueError, match="same architecture"):
+        combine([full.model, narrow.model])
+    with pytest.raises(ValueError, match="rows"):
+        ModelConfig(rows=61)
+
+
 def test_newer_format_refused_naming_both_versions(tmp_path):
     d = Detector.untrained()
     checkpoint.save(tmp_path / "m", d.model, d.config)

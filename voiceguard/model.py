@@ -23,12 +23,15 @@ class ModelConfig:
     dropout: float = 0.3
     head: str = "linear"  # "linear" (BCE) or "ocsoftmax" (one-class softmax, Zhang et al. 2021)
     members: int = 1  # > 1: that many networks of this config (trained apart), their logits averaged
+    rows: int = 0  # > 0: read only the lowest ``rows`` rows of the feature map (30 of 60 bands: 0-4 kHz)
 
     def __post_init__(self) -> None:
         if self.arch != "lcnn":
             raise ValueError(f"unknown architecture {self.arch!r} (this version knows 'lcnn')")
         if self.head not in ("linear", "ocsoftmax"):
             raise ValueError(f"unknown head {self.head!r} (linear or ocsoftmax)")
+        if not 0 <= int(self.rows) <= int(self.n_features):
+            raise ValueError(f"rows must be between 0 (all) and n_features ({self.n_features}), got {self.rows}")
         if int(self.members) < 1:
             raise ValueError(f"members must be >= 1, got {self.members}")
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
@@ -61,10 +64,11 @@ class LCNN(nn.Module):
         super().__init__()
         self.config = config
         ch = config.channels
-        self.input_norm = nn.BatchNorm1d(config.n_features)
+        self.n_rows = config.rows or config.n_features
+        self.input_norm = nn.BatchNorm1d(self.n_rows)
         layers: list[nn.Module] = [_mfm_conv(1, ch[0], 3, stride=(config.freq_stride, config.time_stride)),
                                    nn.MaxPool2d(2)]
-        f = (config.n_features + config.freq_stride - 1) // config.freq_stride // 2
+        f = (self.n_rows + config.freq_stride - 1) // config.freq_stride // 2
         for c_in, c_out in zip(ch[:-1], ch[1:]):
             layers += [_mfm_conv(c_in, c_in, 1), nn.BatchNorm2d(c_in), _mfm_conv(c_in, c_out, 3),
                        nn.MaxPool2d(2), nn.BatchNorm2d(c_out)]
@@ -86,7 +90,8 @@ class LCNN(nn.Module):
 
     def embed(self, feats: torch.Tensor) -> torch.Tensor:
         """The window embedding [shape=(B, config.embedding)] the output is computed from."""
-        x = self.input_norm(feats).unsqueeze(1).contiguous(memory_format=torch.channels_last)  # (B, 1, F, T)
+        x = self.input_norm(feats[:, :self.n_rows]).unsqueeze(1)  # (B, 1, F, T)
+        x = x.contiguous(memory_format=torch.channels_last)
         x = self.body(x)  # (B, C, F', T')
         x = x.flatten(1, 2)  # (B, C*F', T')
         stats = torch.cat([x.mean(dim=2), x.std(dim=2, unbiased=False)], dim=1)
