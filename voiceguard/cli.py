@@ -455,7 +455,8 @@ def _add_synth(sub) -> None:
     p.add_argument("--texts", metavar="FILE", help="sentences to speak, one per line (default: built-in en/it)")
     p.add_argument("--engines", nargs="*", metavar="ENGINE",
                    help="TTS engines: espeak festival flite piper kokoro (default: all installed; none: --engines)")
-    p.add_argument("--vocoders", nargs="*", metavar="VOCODER", help="world griffinlim lpc hifigan hifigan-smooth (default: all installed)")
+    p.add_argument("--vocoders", nargs="*", metavar="VOCODER",
+                   help="world griffinlim lpc hifigan hifigan-smooth (default: all installed)")
     p.add_argument("--langs", nargs="+", default=["en", "it"], metavar="LANG", help="TTS languages (default en it)")
     p.add_argument("-n", type=int, default=20, help="TTS clips per engine and language (default 20)")
     p.add_argument("--seed", type=int, default=0)
