@@ -140,6 +140,20 @@ def test_vocoder_copy_synthesis(vocoder: str, clip: np.ndarray) -> None:
     assert abs(len(y8) - len(clip)) <= 160
 
 
+def test_smoothed_mel_varies_less_and_keeps_the_pauses() -> None:
+    """hifigan-smooth's mel looks predicted: smoother in time, less spread in the speech frames, pauses as quiet."""
+    rng = np.random.default_rng(0)
+    mel = np.full((80, 200), np.log(1e-5), dtype=np.float32)  # silence floor
+    mel[:, 50:150] = -2.0 + rng.normal(0, 1.5, (80, 100))  # speech frames
+    out, params = synth._smoothed_mel(mel.copy(), np.random.default_rng(1))
+    assert out.shape == mel.shape and out.dtype == np.float32
+    assert 0.5 <= params["time_sigma"] <= 1.2 and 0.8 <= params["shrink"] <= 0.95
+    speech = slice(55, 145)
+    assert out[:, speech].std() < 0.8 * mel[:, speech].std()
+    assert np.abs(np.diff(out[:, speech], axis=1)).mean() < 0.8 * np.abs(np.diff(mel[:, speech], axis=1)).mean()
+    np.testing.assert_allclose(out[:, :40], mel[:, :40], atol=1e-4)  # the pause keeps its level
+
+
 def test_generate_writes_files_and_manifest(tmp_path, clip: np.ndarray) -> None:
     real = tmp_path / "real" / "spk1"
     real.mkdir(parents=True)
