@@ -156,6 +156,10 @@ def main(argv=None) -> int:
     ap.add_argument("--rawboost", type=float, default=0.0, help="probability of a RawBoost distortion per example")
     ap.add_argument("--music", type=float, default=0.0,
                     help="probability of random instrumental music under a training crop, 3-25 dB below it")
+    ap.add_argument("--telephone", type=float, default=AugmentConfig.p_telephone, metavar="P",
+                    help="share of training crops put through a telephone channel (default %(default)s)")
+    ap.add_argument("--band-limit", type=float, default=AugmentConfig.p_band_limit, metavar="P",
+                    help="share of training crops low-passed at 3.4-7.5 kHz, no codec (default %(default)s)")
     ap.add_argument("--telephone-weights", nargs="+", default=[], metavar="CODEC=W",
                     help="relative weights of the narrowband codecs in the telephone augmentation, e.g. gsm=3 ulaw=2 "
                          "(codecs not named weigh 1)")
@@ -166,6 +170,11 @@ def main(argv=None) -> int:
     ap.add_argument("--sam", type=float, default=0.0,
                     help="training only: sharpness-aware minimisation with this radius (e.g. 0.05; each step costs "
                          "a second forward and backward pass)")
+    ap.add_argument("--consistency", type=float, default=0.0,
+                    help="weight of a loss pulling a crop's telephone-channel logit towards its clean one's "
+                         "(with --view-fraction)")
+    ap.add_argument("--view-fraction", type=float, default=0.0,
+                    help="share of training examples drawn as clean/telephone view pairs of one crop")
     ap.add_argument("--freq-mask", type=float, default=0.0,
                     help="training only: blank a random band of up to this share of the feature rows per example")
     ap.add_argument("--balance", choices=("sqrt", "source"), default="sqrt",
@@ -204,6 +213,7 @@ def main(argv=None) -> int:
     held_out = tuple(s for s in HELD_OUT_SOURCES if s not in args.train_on)
     try:
         augment = AugmentConfig(p_rawboost=args.rawboost, p_speed=args.speed, p_music=args.music,
+                                p_telephone=args.telephone, p_band_limit=args.band_limit,
                                 telephone_weights=tuple((c, float(w)) for c, w in
                                                         (a.split("=", 1) for a in args.telephone_weights)))
     except ValueError as err:
@@ -244,7 +254,8 @@ def main(argv=None) -> int:
     cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
                       max_seconds=args.max_minutes * 60, workers=args.workers, seed=args.seed, patience=args.patience,
                       lr=args.lr, pair_fraction=args.pair_fraction, ema=args.ema, freq_mask=args.freq_mask,
-                      mixup=args.mixup, sam=args.sam, balance=args.balance, adversary=args.adversary,
+                      mixup=args.mixup, sam=args.sam, consistency=args.consistency,
+                      view_fraction=args.view_fraction, balance=args.balance, adversary=args.adversary,
                       adversary_fakes=args.adversary_fakes, kd=args.kd_weight if args.kd else 0.0,
                       augment=augment)
     from voiceguard.checkpoint import WindowConfig

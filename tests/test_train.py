@@ -12,7 +12,7 @@ import torch
 from conftest import run_cli, speech_like, write
 from voiceguard.data import read_folders
 from voiceguard.train import (ClipBank, CropStream, TrainConfig, ValSet, _batches, group_of, split_by_group,
-                              split_new_data, train)
+                              split_new_data, train, view_consistency_loss)
 
 VOICES = ["en", "en+f3", "en+m3", "it", "it+f2", "de"]
 
@@ -51,7 +51,7 @@ def test_short_training_lowers_the_loss(dataset):
     bank = ClipBank(tr)
     val = ValSet.build(ClipBank(va), telephone=False)
     probe_stream = CropStream(bank, 64000, TrainConfig().augment, seed=123)
-    x, y, _, _ = next(_batches(probe_stream, 32, 0, seed=5))
+    x, y, _, _, _ = next(_batches(probe_stream, 32, 0, seed=5))
 
     def loss_of(model):
         from voiceguard.features import FrontEnd
@@ -229,7 +229,7 @@ def test_a_class_missing_from_the_new_bank_is_drawn_from_the_replay_bank(dataset
     fakes = [i for i in read_folders(dataset / "real", dataset / "fake") if i.label == 1]
     stream = CropStream(ClipBank(fakes), 16000, TrainConfig().augment, seed=3,
                         replay=ClipBank(read_folders(dataset / "real", None)), replay_fraction=0.0)
-    drawn = [(lab, d, r) for _, (_, lab, d, r) in zip(range(200), stream)]
+    drawn = [(lab, d, r) for _, (_, lab, d, r, _) in zip(range(200), stream)]
     assert 70 <= sum(lab for lab, _, _ in drawn) <= 130  # about half synthetic, half real (from the replay bank)
     # replayed real clips carry their source for the source adversary; synthetic ones do not
     assert stream.domains == ["real"]
@@ -489,11 +489,11 @@ def test_copy_synthesis_pairs_share_crop_and_channel(tmp_path):
     assert bank.pairs() == [(fake_a, real_a)] and bank.offsets[fake_a] > bank.offsets[real_a]
     stream = iter(CropStream(bank, 32000, TrainConfig().augment, seed=1, pair_fraction=1.0))
     for _ in range(5):
-        (xr, yr, _, _), (xf, yf, _, _) = next(stream), next(stream)
+        (xr, yr, _, _, _), (xf, yf, _, _, _) = next(stream), next(stream)
         assert (yr, yf) == (0, 1)
         np.testing.assert_allclose(xr, xf, atol=1e-6)  # identical content through an identical channel
     # without pairing, both classes still come out, from all clips
-    labels = [y for _, y, _, _ in (next(iter(CropStream(bank, 32000, TrainConfig().augment, seed=s)))
+    labels = [y for _, y, _, _, _ in (next(iter(CropStream(bank, 32000, TrainConfig().augment, seed=s)))
                                    for s in range(20))]
     assert set(labels) == {0, 1}
 
@@ -516,7 +516,7 @@ def test_source_balance_weighs_every_source_alike(dataset, monkeypatch):
     for balance in ("sqrt", "source"):
         stream = CropStream(bank, 8000, TrainConfig().augment, seed=7, balance=balance)
         assert stream.domains == ["a", "b"]
-        domains = [d for _, (_, y, d, _) in zip(range(600), stream) if y == 0]
+        domains = [d for _, (_, y, d, _, _) in zip(range(600), stream) if y == 0]
         share[balance] = domains.count(0) / len(domains)
     assert 0.42 < share["source"] < 0.58, share
     assert share["sqrt"] < 0.40, share  # sqrt: 1 against sqrt(5) speakers' worth
@@ -594,11 +594,11 @@ def test_adversary_over_both_classes_labels_synthetic_sources_apart(dataset):
     bank = ClipBank(items)
     both = CropStream(bank, 8000, TrainConfig().augment, seed=2, fake_domains=True)
     assert both.domains == ["a", "b", "synthetic:tts"]
-    seen = {(y, d) for _, (_, y, d, _) in zip(range(40), both)}
+    seen = {(y, d) for _, (_, y, d, _, _) in zip(range(40), both)}
     assert {y for y, _ in seen} == {0, 1} and {d for y, d in seen if y == 1} == {2}
     assert {d for y, d in seen if y == 0} <= {0, 1}
     plain = CropStream(bank, 8000, TrainConfig().augment, seed=2)
-    assert {d for _, (_, y, d, _) in zip(range(40), plain) if y == 1} == {-1}
+    assert {d for _, (_, y, d, _, _) in zip(range(40), plain) if y == 1} == {-1}
 
 
 def test_short_clips_get_their_own_calibration_fitted_with_classes_weighted_alike():
@@ -768,3 +768,61 @@ def test_compare_heldout_codec_copies_code_each_clean_clip_with_and_without_the_
     assert under_300(bp) < 0.2 * under_300(plain)
     assert under_300(plain) > 0.5 * under_300(low)
     assert codec_copies(val, []) is None
+
+
+def test_view_pairs_are_one_crop_through_no_channel_and_a_telephone_channel(dataset):
+    """view_fraction=1: every draw is a clean view (1) then its telephone view (2) of the same crop, label and
+    source; batches keep the pairs next to each other."""
+    items = read_folders(dataset / "real", dataset / "fake")
+    bank = ClipBank(items)
+    stream = iter(CropStream(bank, 16000, TrainConfig().augment, seed=4, view_fraction=1.0))
+    f = np.fft.rfftfreq(16000, 1 / 16000)
+    labels = set()
+    for _ in range(6):
+        (xc, yc, dc, rc, vc), (xt, yt, dt, rt, vt) = next(stream), next(stream)
+        assert (vc, vt) == (1, 2) and (yc, dc, rc) == (yt, dt, rt)
+        labels.add(yc)
+        sc, st = np.abs(np.fft.rfft(xc)) ** 2, np.abs(np.fft.rfft(xt)) ** 2
+        assert st[f > 4500].sum() / st.sum() < 0.2 * sc[f > 4500].sum() / sc.sum()  # only one lost the top band
+        lo = (f > 400) & (f < 3000)  # the same speech below it (levels differ: each view gets its own gain)
+        assert np.corrcoef(np.log(sc[lo] + 1e-9), np.log(st[lo] + 1e-9))[0, 1] > 0.6
+    assert labels == {0, 1}
+    _, _, _, _, v = next(_batches(CropStream(bank, 16000, TrainConfig().augment, seed=4, view_fraction=1.0),
+                                  8, 0, seed=1))
+    assert v.tolist() == [1, 2] * 4
+    plain = [e[4] for _, e in zip(range(20), CropStream(bank, 16000, TrainConfig().augment, seed=4))]
+    assert set(plain) == {0}
+
+
+def test_the_consistency_loss_moves_the_telephone_view_towards_the_clean_one_only():
+    logits = torch.tensor([2.0, -1.0, 0.5, 1.0], requires_grad=True)  # clean 0 <-> telephone 1; 2 <-> 3
+    loss = view_consistency_loss(logits, torch.tensor([0, 2]), torch.tensor([1, 3]))
+    loss.backward()
+    g = logits.grad
+    assert g[0] == 0 and g[2] == 0  # the clean views are the targets, not moved
+    assert g[1] < 0 and g[3] > 0  # gradient descent raises -1 towards 2 and lowers 1 towards 0.5
+    # at agreement the gradient vanishes
+    same = torch.tensor([1.5, 1.5], requires_grad=True)
+    view_consistency_loss(same, torch.tensor([0]), torch.tensor([1])).backward()
+    assert abs(same.grad[1].item()) < 1e-7
+    with pytest.raises(ValueError, match="view pairs"):
+        TrainConfig(consistency=1.0)
+    with pytest.raises(ValueError, match="mixup"):
+        TrainConfig(consistency=1.0, view_fraction=0.5, mixup=0.4)
+
+
+def test_training_with_view_pairs_records_and_narrows_the_views_gap(dataset):
+    """With view pairs, each epoch records the mean telephone-clean logit gap; the consistency loss keeps it
+    smaller than the same training without it."""
+    items = read_folders(dataset / "real", dataset / "fake")
+    tr, va = split_by_group(items, 0.3, seed=0)
+    val = ValSet.build(ClipBank(va), telephone=False)
+    gaps = {}
+    for weight in (0.0, 5.0):
+        torch.manual_seed(0)
+        cfg = TrainConfig(epochs=3, steps_per_epoch=8, batch_size=16, workers=0, lr=5e-3, view_fraction=1.0,
+                          consistency=weight)
+        res = train(ClipBank(tr), val, config=cfg)
+        gaps[weight] = [h["view_gap"] for h in res.history]
+    assert len(gaps[0.0]) == len(gaps[5.0]) == 3
+    assert np.mean(gaps[5.0]) < 0.7 * np.mean(gaps[0.0]), gaps

@@ -321,9 +321,17 @@ class Augmenter:
         if weights and not w.sum() > 0:  # only AMR weighted, and no sox here
             raise ValueError(f"telephone codec weights leave no codec to draw: {config.telephone_weights}")
         self._telephone_p = w / w.sum() if weights else None  # None: uniform (draws as before the option)
-        self._music: list[np.ndarray] = []  # pieces of background music, made as needed
+        # pieces of background music, made as first drawn (music costs ~10 ms a second to make), each from its
+        # own seed so that which piece a call draws does not depend on which were made before
+        self._music: dict[int, np.ndarray] = {}
+        self._music_seed = int(np.random.default_rng(seed).integers(2**31))
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray, channel: str | None = None) -> np.ndarray:
+        """``channel``: None draws the channel stage at random; ``"none"`` skips it and ``"telephone"`` always
+        takes the telephone channel. Every other random choice is drawn the same in all three, so with the same
+        seed two calls differ only in the channel (see ``CropStream``'s view pairs)."""
+        if channel not in (None, "none", "telephone"):
+            raise ValueError(f"channel must be None, 'none' or 'telephone', got {channel!r}")
         c, r, sr = self.config, self.rng, self.sr
         y = np.asarray(x, np.float32)
         y = gain_to_rms(y, -24.0)
@@ -334,15 +342,19 @@ class Augmenter:
         if c.p_rawboost and r.random() < c.p_rawboost:
             y = rawboost(y, r, sr)
         if c.p_music and r.random() < c.p_music:
-            if len(self._music) < MUSIC_BANK:  # music costs ~10 ms a second to make: a bank, drawn from
-                self._music.append(background_music(int(MUSIC_SECONDS * sr), r, sr))
-            y = add_music(y, float(r.uniform(*c.music_snr_db)), r, sr,
-                          music=self._music[int(r.integers(0, len(self._music)))])
+            k = int(r.integers(0, MUSIC_BANK))
+            if k not in self._music:
+                self._music[k] = background_music(int(MUSIC_SECONDS * sr),
+                                                  np.random.default_rng(self._music_seed + k), sr)
+            y = add_music(y, float(r.uniform(*c.music_snr_db)), r, sr, music=self._music[k])
         if r.random() < c.p_noise:
             y = add_noise(y, float(r.uniform(*c.snr_db)), r, exponent=float(r.choice([0.0, 1.0, 2.0])))
-        u = r.random()
+        u = r.random()  # drawn even when ``channel`` decides, to keep the later draws aligned
+        telephone = u < c.p_telephone if channel is None else channel == "telephone"
+        if channel == "none":
+            u = 2.0  # past every channel's share
         try:
-            if u < c.p_telephone:
+            if telephone:
                 y = band_limit(y, float(r.uniform(60, 300)), float(r.uniform(3300, 3800)), sr)
                 name = str(r.choice(self.telephone_codecs, p=self._telephone_p))
                 if name != "amr":  # AMR costs a process per call: use it a little less

@@ -59,6 +59,10 @@ class TrainConfig:
     interpolate: tuple = ()
     ema: float = 0.0  # > 0: validate and keep an exponential moving average of the weights (this decay per step)
     pair_fraction: float = 0.0  # share of draws that take a copy-synthesis with its real original (see CropStream)
+    # > 0: share of draws that are view pairs, one crop without a channel and through a telephone channel, and
+    # the weight of a loss pulling the telephone view's probability towards the clean view's (see CropStream)
+    view_fraction: float = 0.0
+    consistency: float = 0.0
     freq_mask: float = 0.0  # > 0: per example, blank one random band of up to this share of the feature rows
     mixup: float = 0.0  # > 0: mix each batch's features pairwise, weights ~ Beta(mixup, mixup) (see mix_batch)
     adversary: float = 0.0  # > 0: weight of a gradient-reversed classifier of real examples' source (see train)
@@ -75,6 +79,12 @@ class TrainConfig:
             raise ValueError(f"warmup is a share of the steps in [0, 1), got {self.warmup}")
         if not 0.0 <= self.kd <= 1.0:
             raise ValueError(f"kd is a share of the detection loss in [0, 1], got {self.kd}")
+        if not 0.0 <= self.view_fraction <= 1.0:
+            raise ValueError(f"view_fraction is a share of the draws in [0, 1], got {self.view_fraction}")
+        if self.consistency > 0 and not self.view_fraction > 0:
+            raise ValueError("consistency needs view pairs (view_fraction > 0)")
+        if self.consistency > 0 and self.mixup > 0:
+            raise ValueError("consistency and mixup do not go together (mixup blends the views with others)")
 
 
 # ---------------------------------------------------------------------------- splitting
@@ -255,11 +265,19 @@ class CropStream:
     clip it was made from, cropped at the same place and put through the very same random channel
     (same augmentation seed), one after the other. Speaker, words, room and channel are then identical on
     both sides and only the synthesis differs, so the model cannot score the recording conditions.
+
+    With ``view_fraction`` > 0, that share of the draws is a *view pair*: one crop put through the same random
+    augmentation twice, once without a channel (``view`` 1) and once through the telephone channel (``view``
+    2), one after the other. Training pulls the telephone view's logit towards the clean view's
+    (``TrainConfig.consistency``), so that a telephone line changes the score less.
+
+    Each example is ``(crop, label, domain, replayed, view)``, ``view`` 0 outside view pairs.
     """
 
     def __init__(self, bank: ClipBank, crop_samples: int, augment: AugmentConfig, seed: int,
                  replay: ClipBank | None = None, replay_fraction: float = 0.0,
-                 pair_fraction: float = 0.0, balance: str = "sqrt", fake_domains: bool = False) -> None:
+                 pair_fraction: float = 0.0, balance: str = "sqrt", fake_domains: bool = False,
+                 view_fraction: float = 0.0) -> None:
         self.bank, self.replay, self.replay_fraction = bank, replay, replay_fraction
         self.balance = balance
         #: the real sources of the bank (and of the replay bank), in the order of the domain indices
@@ -270,6 +288,7 @@ class CropStream:
         self.fake_domains = fake_domains
         self._domain_of = {s: d for d, s in enumerate(self.domains)}
         self.pair_fraction = pair_fraction
+        self.view_fraction = view_fraction
         self.n = crop_samples
         self.augment_config = augment
         self.seed = seed
@@ -284,7 +303,7 @@ class CropStream:
                 out[label] = (idx, w[idx] / w[idx].sum())
         return out
 
-    def __iter__(self) -> Iterator[tuple[np.ndarray, int, int, bool]]:
+    def __iter__(self) -> Iterator[tuple[np.ndarray, int, int, bool, int]]:
         rng = np.random.default_rng(self.seed)
         aug = Augmenter(self.augment_config, seed=int(rng.integers(2**31)))
         tables = self._tables(self.bank, self.balance)
@@ -292,11 +311,13 @@ class CropStream:
         pairs = self.bank.pairs() if self.pair_fraction > 0 else []
         # a pair yields two examples: draw pair events at q so that pair_fraction of examples come from pairs
         q = self.pair_fraction / (2 - self.pair_fraction) if pairs else 0.0
+        v = self.view_fraction / (2 - self.view_fraction)  # likewise for view pairs
         while True:
             if q and rng.random() < q:
                 f, r = pairs[int(rng.integers(len(pairs)))]
                 yield from self._pair(f, r, aug, rng)
                 continue
+            views = bool(v) and rng.random() < v
             label = int(rng.integers(0, 2))
             # the replay bank also supplies a class the new data lacks (e.g. fine-tuning on fakes only)
             use_replay = bool(replay_tables) and (rng.random() < self.replay_fraction
@@ -306,7 +327,15 @@ class CropStream:
                 label = 1 - label
             idx, p = tab[label]
             i = int(rng.choice(idx, p=p))
-            yield aug(self._crop(bank.signal(i), rng)), label, self._domain(bank.items[i]), use_replay
+            x, d = self._crop(bank.signal(i), rng), self._domain(bank.items[i])
+            if not views:
+                yield aug(x), label, d, use_replay, 0
+                continue
+            seed = int(rng.integers(2**31))
+            for view, channel in ((1, "none"), (2, "telephone")):
+                aug.rng = np.random.default_rng(seed)
+                yield aug(x, channel=channel), label, d, use_replay, view
+            aug.rng = np.random.default_rng(int(rng.integers(2**31)))
 
     def _domain(self, it: Item) -> int:
         """The adversary's label of an example (see the class docstring)."""
@@ -341,7 +370,7 @@ class CropStream:
         seed = int(rng.integers(2**31))
         for x, label, d in ((cr, 0, self._domain(bank.items[r])), (cf, 1, self._domain(bank.items[f]))):
             aug.rng = np.random.default_rng(seed)
-            yield aug(x), label, d, False
+            yield aug(x), label, d, False, 0
         aug.rng = np.random.default_rng(int(rng.integers(2**31)))
 
 
@@ -358,8 +387,8 @@ def default_crop_workers(device: str) -> int:
 
 
 def _batches(stream: CropStream, batch_size: int, workers: int, seed: int):
-    """Batches of (float32 [B, n], float32 [B], int64 [B]: crops, labels, domains) from ``workers`` processes
-    (0: in this process)."""
+    """Batches of (float32 [B, n], float32 [B], int64 [B], bool [B], int64 [B]: crops, labels, domains,
+    replayed, views) from ``workers`` processes (0: in this process)."""
     import torch
     from torch.utils.data import DataLoader, IterableDataset
 
@@ -373,8 +402,8 @@ def _batches(stream: CropStream, batch_size: int, workers: int, seed: int):
     loader = DataLoader(_DS(), batch_size=batch_size, num_workers=workers,
                         persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
                         worker_init_fn=lambda _: torch.set_num_threads(1))
-    for x, y, d, r in loader:
-        yield x.float(), y.float(), d.long(), r.bool()
+    for x, y, d, r, v in loader:
+        yield x.float(), y.float(), d.long(), r.bool(), v.long()
 
 
 class SourceAdversary:
@@ -483,6 +512,16 @@ def val_metrics(logits: np.ndarray, val: ValSet) -> dict:
 
 
 # ---------------------------------------------------------------------------- the loop
+def view_consistency_loss(logits, clean, telephone):
+    """Cross-entropy of the telephone views' logits against the clean views' probabilities, which are held
+    fixed: the telephone view learns to score as its clean view does, not the other way round (a telephone
+    line removes evidence; the clean view has it all)."""
+    import torch
+
+    target = torch.sigmoid(logits[clean].detach().float())
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits[telephone].float(), target)
+
+
 def mask_bands(feats, max_fraction: float, generator):
     """SpecAugment-style frequency masking: per example, one random band of 0..``max_fraction`` of the rows
     is set to zero, the per-row mean after normalisation. A model that
@@ -635,7 +674,10 @@ def train(
     total_steps = config.epochs * config.steps_per_epoch
     crop_n = int(round(base.window.seconds * base.sample_rate))
     stream = CropStream(train_bank, crop_n, config.augment, config.seed, replay_bank, config.replay_fraction,
-                        config.pair_fraction, config.balance, fake_domains=config.adversary_fakes)
+                        config.pair_fraction, config.balance, fake_domains=config.adversary_fakes,
+                        view_fraction=config.view_fraction)
+    if config.consistency > 0 and base.model.head != "linear":
+        raise ValueError("the clean/telephone consistency loss needs the linear (BCE) head")
     adversary = None
     if config.adversary > 0 and len(stream.domains) > 1:
         if not hasattr(model, "embed"):
@@ -672,11 +714,12 @@ def train(
         logits, short_logits[epoch] = score_valset(det, val, short=True)
         return val_metrics(logits, val), logits
 
-    def step_loss(feats, y, d, first: bool = True, replayed=None, target=None, soft=None):
+    def step_loss(feats, y, d, first: bool = True, replayed=None, target=None, soft=None, views=None):
         """(detection loss, total loss, adversary loss or None) at the current weights; ``first``: the
         step's first pass (a SAM step makes a second one at moved weights, which must not advance the
         adversary's schedule). ``target``: the starting model's logits of the ``replayed`` examples;
-        ``soft``: the distillation teacher's probabilities of every example."""
+        ``soft``: the distillation teacher's probabilities of every example; ``views``: (clean, telephone)
+        indices of the batch's view pairs."""
         adv_loss = None
         if adversary is not None:
             e = model.embed(feats)
@@ -694,11 +737,18 @@ def train(
             loss_total = loss_total + adv_loss
         if target is not None:
             loss_total = loss_total + config.distill * torch.nn.functional.mse_loss(out[replayed], target)
+        if views is not None:  # the telephone view learns from the clean one, not the other way round
+            clean, tel = views
+            if first:  # how far apart the two views' logits are, for the epoch's record
+                view_gaps.append((out[tel] - out[clean]).abs().mean().item())
+            if config.consistency > 0:
+                loss_total = loss_total + config.consistency * view_consistency_loss(out, clean, tel)
         if start_params is not None:
             loss_total = loss_total + config.l2sp * sum(((p - p0) ** 2).sum()
                                                         for p, p0 in zip(model.parameters(), start_params))
         return loss, loss_total, adv_loss
 
+    view_gaps: list[float] = []
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
     mix_rng = np.random.default_rng(config.seed + 1)
     initial_logits = None
@@ -714,9 +764,14 @@ def train(
     for epoch in range(1, config.epochs + 1):
         model.train()
         losses, adv_losses = [], []  # detection loss; the source adversary's classification loss
+        view_gaps.clear()  # mean |telephone - clean| logit of the view pairs, per step (with view_fraction)
         for _ in range(config.steps_per_epoch):
-            x, y, d, replayed = next(batches)
+            x, y, d, replayed, v = next(batches)
             x, y = x.to(device), y.to(device)
+            views = None
+            if config.view_fraction > 0:  # a view pair is a clean view followed by its telephone view
+                clean = torch.nonzero((v[:-1] == 1) & (v[1:] == 2)).flatten()
+                views = (clean.to(device), (clean + 1).to(device)) if len(clean) else None
             feats = frontend(x)
             if config.freq_mask > 0:
                 feats = mask_bands(feats, config.freq_mask, gen)
@@ -732,12 +787,13 @@ def train(
                 with torch.no_grad():
                     soft = torch.sigmoid(kd_teacher(feats).float())
             opt.zero_grad(set_to_none=True)
-            loss, loss_total, adv_loss = step_loss(feats, y, d, replayed=replayed, target=target, soft=soft)
+            loss, loss_total, adv_loss = step_loss(feats, y, d, replayed=replayed, target=target, soft=soft,
+                                                   views=views)
             loss_total.backward()
             if config.sam > 0:
                 sam_step(model, params, config.sam,
                          lambda: step_loss(feats, y, d, first=False, replayed=replayed, target=target,
-                                           soft=soft)[1])
+                                           soft=soft, views=views)[1])
             if adv_loss is not None:
                 adv_losses.append(adv_loss.item())
             opt.step()
@@ -748,6 +804,7 @@ def train(
         m, logits = evaluate_now(epoch)
         rec = {"epoch": epoch, "loss": float(np.mean(losses)),
                **({"adversary_loss": float(np.mean(adv_losses))} if adv_losses else {}),
+               **({"view_gap": float(np.mean(view_gaps))} if view_gaps else {}),
                **m, **(describe(logits) if describe else {}), "seconds": round(time.time() - t0, 1)}
         history.append(rec)
         if progress:
