@@ -160,6 +160,8 @@ def main(argv=None) -> int:
                     help="share of training crops put through a telephone channel (default %(default)s)")
     ap.add_argument("--band-limit", type=float, default=AugmentConfig.p_band_limit, metavar="P",
                     help="share of training crops low-passed at 3.4-7.5 kHz, no codec (default %(default)s)")
+    ap.add_argument("--wideband-codecs", nargs="+", default=list(AugmentConfig.wideband_codecs), metavar="CODEC",
+                    help="codecs of the wideband-codec augmentation (default: %(default)s; opus16 may be added)")
     ap.add_argument("--telephone-weights", nargs="+", default=[], metavar="CODEC=W",
                     help="relative weights of the narrowband codecs in the telephone augmentation, e.g. gsm=3 ulaw=2 "
                          "(codecs not named weigh 1)")
@@ -214,10 +216,11 @@ def main(argv=None) -> int:
     try:
         augment = AugmentConfig(p_rawboost=args.rawboost, p_speed=args.speed, p_music=args.music,
                                 p_telephone=args.telephone, p_band_limit=args.band_limit,
+                                wideband_codecs=tuple(args.wideband_codecs),
                                 telephone_weights=tuple((c, float(w)) for c, w in
                                                         (a.split("=", 1) for a in args.telephone_weights)))
-    except ValueError as err:
-        ap.error(f"--telephone-weights: {err} (give CODEC=WEIGHT, e.g. gsm=3)")
+    except ValueError as err:  # unknown codecs, or a --telephone-weights item without "="
+        ap.error(f"{err} (--telephone-weights takes CODEC=WEIGHT, e.g. gsm=3; --wideband-codecs takes names)")
     from voiceguard.features import FeatureConfig
 
     feats = replace(FeatureConfig.of_kind(args.features, args.bands), hop_length=args.frame_hop)

@@ -135,3 +135,26 @@ def test_a_forced_channel_changes_only_the_channel(x):
     assert np.corrcoef(band(clean), band(tel))[0, 1] > 0.9
     with pytest.raises(ValueError, match="channel"):
         augment.Augmenter(cfg, seed=1)(x, channel="gsm")
+
+
+def test_wideband_codecs_are_the_ones_asked_for(x, monkeypatch):
+    """`wideband_codecs` (train_default.py --wideband-codecs vorbis16 mp3_16 opus16) sets which codecs the wideband
+    branch draws; by default Opus is not among them, and narrowband or unknown names are refused."""
+    drawn = []
+
+    def fake_codec(y, name, sr=16000, **kw):
+        drawn.append(name)
+        return y
+
+    monkeypatch.setattr(augment, "codec", fake_codec)
+    only_wide = dict(p_telephone=0.0, p_wideband_codec=1.0, p_band_limit=0.0)
+    for codecs in (augment.AugmentConfig.wideband_codecs, ("vorbis16", "mp3_16", "opus16")):
+        drawn.clear()
+        aug = augment.Augmenter(augment.AugmentConfig(**only_wide, wideband_codecs=codecs), seed=0)
+        for _ in range(90):
+            aug(x[:8000])
+        assert set(drawn) == set(codecs)
+    assert "opus16" not in augment.AugmentConfig().wideband_codecs
+    for bad in (("gsm",), ("flac",), ()):
+        with pytest.raises(ValueError, match="wideband codecs"):
+            augment.AugmentConfig(wideband_codecs=bad)

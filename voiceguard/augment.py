@@ -293,6 +293,7 @@ class AugmentConfig:
     # empty: all alike
     telephone_weights: tuple[tuple[str, float], ...] = ()
     p_wideband_codec: float = 0.15
+    wideband_codecs: tuple[str, ...] = WIDEBAND_CODECS  # drawn alike; "opus16" may join them (slow to encode)
     p_band_limit: float = 0.15  # low-pass at a random 3.4-7.5 kHz, no codec
     rms_db: tuple[float, float] = (-35.0, -14.0)  # final level, dBFS
     dither_db: tuple[float, float] = (-90.0, -66.0)  # always added
@@ -305,6 +306,11 @@ class AugmentConfig:
                              f"{', '.join(NARROWBAND_CODECS)}; "
                              f"got {dict(pairs)}")
         object.__setattr__(self, "telephone_weights", pairs)
+        wide = tuple(str(c) for c in self.wideband_codecs)
+        if not wide or any(c not in CODECS or c in NARROWBAND_CODECS for c in wide):
+            raise ValueError(f"wideband codecs must be one or more of "
+                             f"{', '.join(c for c in CODECS if c not in NARROWBAND_CODECS)}; got {list(wide)}")
+        object.__setattr__(self, "wideband_codecs", wide)
 
 
 class Augmenter:
@@ -362,7 +368,7 @@ class Augmenter:
                 elif r.random() < 0.3:
                     y = codec(y, name, sr)
             elif u < c.p_telephone + c.p_wideband_codec:
-                y = codec(y, str(r.choice(WIDEBAND_CODECS)), sr, bitrate=float(r.uniform(0.2, 1.0)))
+                y = codec(y, str(r.choice(c.wideband_codecs)), sr, bitrate=float(r.uniform(0.2, 1.0)))
             elif u < c.p_telephone + c.p_wideband_codec + c.p_band_limit:
                 y = band_limit(y, 20.0, float(r.uniform(3400, 7500)), sr)
         except Exception as err:  # noqa: BLE001 - a codec failing on one example must not stop training
