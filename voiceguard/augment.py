@@ -356,20 +356,20 @@ class Augmenter:
         if r.random() < c.p_noise:
             y = add_noise(y, float(r.uniform(*c.snr_db)), r, exponent=float(r.choice([0.0, 1.0, 2.0])))
         u = r.random()  # drawn even when ``channel`` decides, to keep the later draws aligned
-        telephone = u < c.p_telephone if channel is None else channel == "telephone"
-        if channel == "none":
-            u = 2.0  # past every channel's share
+        stage = channel or ("telephone" if u < c.p_telephone else
+                            "wideband" if u < c.p_telephone + c.p_wideband_codec else
+                            "band-limit" if u < c.p_telephone + c.p_wideband_codec + c.p_band_limit else "none")
         try:
-            if telephone:
+            if stage == "telephone":
                 y = band_limit(y, float(r.uniform(60, 300)), float(r.uniform(3300, 3800)), sr)
                 name = str(r.choice(self.telephone_codecs, p=self._telephone_p))
                 if name != "amr":  # AMR costs a process per call: use it a little less
                     y = codec(y, name, sr, bitrate=float(r.uniform(0.3, 1.0)))
                 elif r.random() < 0.3:
                     y = codec(y, name, sr)
-            elif u < c.p_telephone + c.p_wideband_codec:
+            elif stage == "wideband":
                 y = codec(y, str(r.choice(c.wideband_codecs)), sr, bitrate=float(r.uniform(0.2, 1.0)))
-            elif u < c.p_telephone + c.p_wideband_codec + c.p_band_limit:
+            elif stage == "band-limit":
                 y = band_limit(y, 20.0, float(r.uniform(3400, 7500)), sr)
         except Exception as err:  # noqa: BLE001 - a codec failing on one example must not stop training
             log.debug("codec augmentation failed: %s", err)
