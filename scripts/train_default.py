@@ -148,6 +148,8 @@ def main(argv=None) -> int:
                     help="the network reads only the lowest ROWS bands of the front-end (30 of 60: 0-4 kHz)")
     ap.add_argument("--channels", type=int, nargs="+", default=[16, 24, 32, 32], help="LCNN channels per stage")
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay,
+                    help="AdamW's decoupled weight decay (default %(default)g)")
     ap.add_argument("--head", choices=("linear", "ocsoftmax"), default="linear", help="loss / output head")
     ap.add_argument("--window", type=float, default=4.0, help="seconds of audio per scored window (training crop)")
     ap.add_argument("--hop", type=float, default=None, help="seconds between scored windows (default: --window)")
@@ -256,7 +258,7 @@ def main(argv=None) -> int:
 
     cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
                       max_seconds=args.max_minutes * 60, workers=args.workers, seed=args.seed, patience=args.patience,
-                      lr=args.lr, pair_fraction=args.pair_fraction, ema=args.ema, freq_mask=args.freq_mask,
+                      lr=args.lr, weight_decay=args.weight_decay, pair_fraction=args.pair_fraction, ema=args.ema, freq_mask=args.freq_mask,
                       mixup=args.mixup, sam=args.sam, consistency=args.consistency,
                       view_fraction=args.view_fraction, balance=args.balance, adversary=args.adversary,
                       adversary_fakes=args.adversary_fakes, kd=args.kd_weight if args.kd else 0.0,
