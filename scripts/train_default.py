@@ -258,7 +258,8 @@ def main(argv=None) -> int:
 
     cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
                       max_seconds=args.max_minutes * 60, workers=args.workers, seed=args.seed, patience=args.patience,
-                      lr=args.lr, weight_decay=args.weight_decay, pair_fraction=args.pair_fraction, ema=args.ema, freq_mask=args.freq_mask,
+                      lr=args.lr, weight_decay=args.weight_decay, pair_fraction=args.pair_fraction, ema=args.ema,
+                      freq_mask=args.freq_mask,
                       mixup=args.mixup, sam=args.sam, consistency=args.consistency,
                       view_fraction=args.view_fraction, balance=args.balance, adversary=args.adversary,
                       adversary_fakes=args.adversary_fakes, kd=args.kd_weight if args.kd else 0.0,
