@@ -141,6 +141,8 @@ def main(argv=None) -> int:
     ap.add_argument("--features", choices=("lfcc", "lfb", "logmel"), default="lfb", help="front-end kind")
     ap.add_argument("--bands", type=int, default=None,
                     help="filters of the front-end (default: 70 for lfcc, 60 for lfb / logmel)")
+    ap.add_argument("--norm", choices=("row", "global"), default="row",
+                    help="mean removed per window from each feature row (row) or from the whole map (global)")
     ap.add_argument("--freq-stride", type=int, default=1,
                     help="stride of the LCNN's first layer along frequency (2 for fine-resolution spectra)")
     ap.add_argument("--frame-hop", type=int, default=160, help="front-end frame step in samples (default 160: 10 ms)")
@@ -225,7 +227,7 @@ def main(argv=None) -> int:
         ap.error(f"{err} (--telephone-weights takes CODEC=WEIGHT, e.g. gsm=3; --wideband-codecs takes names)")
     from voiceguard.features import FeatureConfig
 
-    feats = replace(FeatureConfig.of_kind(args.features, args.bands), hop_length=args.frame_hop)
+    feats = replace(FeatureConfig.of_kind(args.features, args.bands), hop_length=args.frame_hop, norm=args.norm)
     teacher = None
     if args.kd:  # checked before any data is decoded
         teacher, teacher_cfg = checkpoint.load(args.kd)

@@ -47,6 +47,44 @@ def test_fine_resolution_front_end_round_trips(tmp_path):
     assert d2.score_array(x[:56000], 16000).logit is not None  # a short call (3.5 s, under one window) too
 
 
+def test_global_mean_front_end_keeps_the_spectral_shape_and_round_trips(tmp_path):
+    """``norm="global"`` removes one mean per window: a gain still changes nothing, but a tilt of the spectrum
+    (here a first-order high-pass) reaches the features, where per-row normalisation removes it. A JSON
+    written before the option existed loads as per-row."""
+    from dataclasses import replace
+
+    import torch
+
+    from voiceguard.checkpoint import CheckpointConfig
+    from voiceguard.features import FeatureConfig, FrontEnd
+    from voiceguard.model import ModelConfig
+
+    x = torch.from_numpy(speech_like(4.0, pauses=False)).float()[None]
+    tilted = torch.cat([x[:, :1], x[:, 1:] - 0.9 * x[:, :-1]], dim=1)
+    row, glob = FrontEnd(FeatureConfig.of_kind("lfb")), FrontEnd(replace(FeatureConfig.of_kind("lfb"), norm="global"))
+    for fe in (row, glob):
+        torch.testing.assert_close(fe(4.0 * x), fe(x), atol=1e-3, rtol=0)
+    assert float(row(tilted).mean(dim=2).abs().max()) < 1e-3  # each row's mean is gone, tilt or not
+    low, high = glob(tilted).mean(dim=2)[0, :10].mean(), glob(tilted).mean(dim=2)[0, -10:].mean()
+    low0, high0 = glob(x).mean(dim=2)[0, :10].mean(), glob(x).mean(dim=2)[0, -10:].mean()
+    assert float((high - low) - (high0 - low0)) > 10.0  # the high-pass lifted the top bands by over 10 dB
+    with pytest.raises(ValueError, match="norm"):
+        FeatureConfig(norm="band")
+
+    cfg = CheckpointConfig(name="gn", features=replace(FeatureConfig.of_kind("lfb"), norm="global"),
+                           model=ModelConfig(n_features=60))
+    d = Detector.untrained(cfg, seed=5)
+    checkpoint.save(tmp_path / "gn", d.model, cfg)
+    d2 = Detector.load(tmp_path / "gn")
+    assert d2.config.features.norm == "global"
+    y = speech_like(5.0, pauses=False)
+    assert d2.score_array(y, 16000).logit == pytest.approx(d.score_array(y, 16000).logit, abs=1e-5)
+    old = json.loads((tmp_path / "gn.json").read_text())
+    del old["features"]["norm"]
+    (tmp_path / "gn.json").write_text(json.dumps(old))
+    assert checkpoint.load(tmp_path / "gn")[1].features.norm == "row"
+
+
 def test_combined_networks_score_the_mean_of_their_window_logits(tmp_path):
     """An ensemble checkpoint (scripts/combine_checkpoints.py) round-trips and scores each window with the
     mean of its members' logits; an old single-network JSON (no `members`) still loads as one network."""

@@ -33,10 +33,13 @@ class FeatureConfig:
     f_min: float = 0.0  # Hz
     f_max: float = 8000.0  # Hz
     top_db: float = 80.0  # dB; floor below each window's loudest band (neutralises digital silence)
+    norm: str = "row"  # mean removed per window: "row" (each row's own, CMN) or "global" (one for the whole map)
 
     def __post_init__(self) -> None:
         if self.kind not in ("lfcc", "lfb", "logmel"):
             raise ValueError(f"feature kind must be lfcc, lfb or logmel, got {self.kind!r}")
+        if self.norm not in ("row", "global"):
+            raise ValueError(f"feature norm must be row or global, got {self.norm!r}")
         if self.win_length > self.n_fft:
             raise ValueError(f"win_length ({self.win_length}) must not exceed n_fft ({self.n_fft})")
 
@@ -63,8 +66,10 @@ class FeatureConfig:
 class FrontEnd(nn.Module):
     """Windows [shape=(B, n), float32, at ``config.sample_rate``] -> features [shape=(B, F, T)].
 
-    Per window and per row, the mean over time is removed (cepstral mean normalisation): this takes
-    away the recording level and a fixed channel colouring, both shortcuts in training data.
+    Per window and per row, the mean over time is removed (cepstral mean normalisation, ``norm="row"``):
+    this takes away the recording level and a fixed channel colouring, both shortcuts in training data.
+    With ``norm="global"`` one mean over the whole window's map is removed instead: the level goes, the
+    long-term spectral shape (a vocoder's roll-off, and a channel's colouring with it) stays for the model.
     """
 
     def __init__(self, config: FeatureConfig = FeatureConfig()) -> None:
@@ -103,4 +108,4 @@ class FrontEnd(nn.Module):
             d1 = AF.compute_deltas(feats, win_length=5)
             d2 = AF.compute_deltas(d1, win_length=5)
             feats = torch.cat([feats, d1, d2], dim=1)
-        return feats - feats.mean(dim=2, keepdim=True)
+        return feats - feats.mean(dim=(1, 2) if c.norm == "global" else 2, keepdim=True)
