@@ -64,6 +64,11 @@ def keep_generators(generated: list, prefixes, held_out=HELD_OUT_SOURCES) -> lis
     return [it for it in generated if is_held_out(it, held_out) or it.generator.startswith(tuple(prefixes))]
 
 
+def without_spoofs(items: list, held_out=HELD_OUT_SOURCES) -> list:
+    """The items without their synthetic training clips (``--no-corpus-spoofs``); held-out ones stay for validation."""
+    return [it for it in items if not it.label or is_held_out(it, held_out)]
+
+
 def heldout_valset(record: dict, exclude: str | None = None, fakes: list | None = None,
                    sources: list | None = None) -> ValSet:
     """The validation set a checkpoint trained by this script was validated on, rebuilt from its training
@@ -200,6 +205,9 @@ def main(argv=None) -> int:
     ap.add_argument("--generators", nargs="+", metavar="PREFIX",
                     help="train only on these of the locally generated spoofs (prefix of the manifests' generator "
                          "column, e.g. piper hifigan); held-out ones stay in validation either way")
+    ap.add_argument("--no-corpus-spoofs", action="store_true",
+                    help="train on none of the corpus's synthetic clips, only on the generated ones (with --generators "
+                         "hifigan: copy-syntheses of training-side real clips); held-out ones stay in validation")
     ap.add_argument("--kd", metavar="CHECKPOINT",
                     help="distil this trained checkpoint (same features; e.g. checkpoints/voiceguard, three "
                          "networks) into the one network trained here, on the same augmented crops")
@@ -234,6 +242,8 @@ def main(argv=None) -> int:
         if teacher_cfg.features != feats:
             ap.error(f"--kd: {args.kd} has other features ({teacher_cfg.features}) than this run ({feats})")
     items = read_manifest(args.corpus)
+    if args.no_corpus_spoofs:
+        items = without_spoofs(items, held_out)
     for gen in args.generated:
         if Path(gen).exists():
             more = read_manifest(gen)
@@ -288,6 +298,7 @@ def main(argv=None) -> int:
             "train_files": len(train_bank), "train_minutes": round(train_bank.seconds() / 60, 1),
             "train_synthetic_files": int(train_bank.labels.sum()),
             "train_generators": args.generators or [],  # of the generated spoofs; [] = all of them
+            "corpus_spoofs": not args.no_corpus_spoofs,  # the corpus's synthetic clips trained on
             "validation_files": len(val_bank), "validation_minutes": round(val_bank.seconds() / 60, 1),
             "held_out_sources": list(held_out), "held_out_generators": list(HELD_OUT_GENERATORS),
             "skipped": dict(train_bank.skipped),

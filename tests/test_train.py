@@ -643,7 +643,7 @@ def test_train_default_generators_keeps_only_the_named_local_spoofs_for_training
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from scripts.train_default import HELD_OUT_SOURCES, is_held_out, keep_generators
+    from scripts.train_default import HELD_OUT_SOURCES, is_held_out, keep_generators, without_spoofs
     from voiceguard.data import read_manifest
 
     rows = [("piper.flac", "spoof", "local-tts", "piper/en"),
@@ -663,6 +663,10 @@ def test_train_default_generators_keeps_only_the_named_local_spoofs_for_training
     kept = keep_generators(generated, ["piper", "hifigan"])
     assert sorted(Path(it.path).name for it in kept) == ["flite.flac", "hifigan.flac", "piper.flac"]
     assert [Path(it.path).name for it in kept if is_held_out(it, HELD_OUT_SOURCES)] == ["flite.flac"]
+    # --no-corpus-spoofs: a manifest's synthetic training clips go, its real clips and held-out spoofs stay
+    assert sorted(Path(it.path).name for it in without_spoofs(generated)) == ["flite.flac"]
+    real = generated[0].__class__(**{**vars(generated[0]), "label": 0})
+    assert without_spoofs([real, *generated]) == [real, generated[3]]
 
 
 def test_crop_workers_default_to_one_on_the_cpu_and_to_the_spare_cores_on_a_gpu(monkeypatch):
