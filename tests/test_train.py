@@ -639,6 +639,7 @@ def test_train_default_generators_keeps_only_the_named_local_spoofs_for_training
     """`scripts/train_default.py --generators piper hifigan` (the shipped AN network): of the locally generated
     spoofs only those generators train, and every held-out item stays for validation."""
     import csv
+    import dataclasses
     import sys
     from pathlib import Path
 
@@ -665,7 +666,7 @@ def test_train_default_generators_keeps_only_the_named_local_spoofs_for_training
     assert [Path(it.path).name for it in kept if is_held_out(it, HELD_OUT_SOURCES)] == ["flite.flac"]
     # --no-corpus-spoofs: a manifest's synthetic training clips go, its real clips and held-out spoofs stay
     assert sorted(Path(it.path).name for it in without_spoofs(generated)) == ["flite.flac"]
-    real = generated[0].__class__(**{**vars(generated[0]), "label": 0})
+    real = dataclasses.replace(generated[0], label=0)
     assert without_spoofs([real, *generated]) == [real, generated[3]]
 
 
