@@ -32,8 +32,12 @@ def corpus_table(corpus_readme: Path) -> str:
 def front_end(f) -> str:
     """One phrase for a FeatureConfig."""
     scale = "mel" if f.kind == "logmel" else "linear"
-    what = (f"LFCC — {f.n_coeffs} cepstral coefficients from {f.n_filters} linear filters" if f.kind == "lfcc"
-            else f"log {scale} filterbank — {f.n_filters} triangular {scale}-spaced filters")
+    if f.kind == "lfcc":
+        what = f"LFCC — {f.n_coeffs} cepstral coefficients from {f.n_filters} linear filters"
+    elif f.kind == "mgd":
+        what = f"modified group delay — averaged in {f.n_filters} triangular linear-spaced filters"
+    else:
+        what = f"log {scale} filterbank — {f.n_filters} triangular {scale}-spaced filters"
     return f"{what} {f.f_min:.0f}–{f.f_max:.0f} Hz" + (", + Δ + ΔΔ" if f.deltas else "")
 
 

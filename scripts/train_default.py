@@ -143,9 +143,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int,
                     help="crop-preparing processes (default: voiceguard.train.default_crop_workers)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--features", choices=("lfcc", "lfb", "logmel"), default="lfb", help="front-end kind")
+    ap.add_argument("--features", choices=("lfcc", "lfb", "logmel", "mgd"), default="lfb", help="front-end kind")
     ap.add_argument("--bands", type=int, default=None,
-                    help="filters of the front-end (default: 70 for lfcc, 60 for lfb / logmel)")
+                    help="filters of the front-end (default: 70 for lfcc, 60 for lfb / logmel / mgd)")
     ap.add_argument("--norm", choices=("row", "global"), default="row",
                     help="mean removed per window from each feature row (row) or from the whole map (global)")
     ap.add_argument("--freq-stride", type=int, default=1,

@@ -18,8 +18,9 @@ from .audio import SAMPLE_RATE
 class FeatureConfig:
     """Front-end parameters.
 
-    kind: ``"lfcc"`` (linear-frequency cepstra with deltas), ``"lfb"`` (log linear filterbank) or
-    ``"logmel"`` (log mel filterbank).
+    kind: ``"lfcc"`` (linear-frequency cepstra with deltas), ``"lfb"`` (log linear filterbank),
+    ``"logmel"`` (log mel filterbank) or ``"mgd"`` (modified group delay, the phase spectrum's slope, pooled
+    into linear bands; Hegde et al. 2007).
     """
 
     kind: str = "lfcc"
@@ -34,10 +35,12 @@ class FeatureConfig:
     f_max: float = 8000.0  # Hz
     top_db: float = 80.0  # dB; floor below each window's loudest band (neutralises digital silence)
     norm: str = "row"  # mean removed per window: "row" (each row's own, CMN) or "global" (one for the whole map)
+    lifter: int = 30  # mgd only: cepstral coefficients kept for the smoothed magnitude it is divided by
+    alpha: float = 0.4  # mgd only: compression exponent, sign(tau) * |tau| ** alpha
 
     def __post_init__(self) -> None:
-        if self.kind not in ("lfcc", "lfb", "logmel"):
-            raise ValueError(f"feature kind must be lfcc, lfb or logmel, got {self.kind!r}")
+        if self.kind not in ("lfcc", "lfb", "logmel", "mgd"):
+            raise ValueError(f"feature kind must be lfcc, lfb, logmel or mgd, got {self.kind!r}")
         if self.norm not in ("row", "global"):
             raise ValueError(f"feature norm must be row or global, got {self.norm!r}")
         if self.win_length > self.n_fft:
@@ -85,6 +88,11 @@ class FrontEnd(nn.Module):
             fb = AF.linear_fbanks(n_freqs, config.f_min, config.f_max, config.n_filters, config.sample_rate)
         self.register_buffer("fbank", fb, persistent=False)  # (n_freqs, n_filters)
         self.register_buffer("window", torch.hann_window(config.win_length), persistent=False)
+        if config.kind == "mgd":
+            # time index within the frame, centred: STFT(n * x) gives the group delay without unwrapping phase
+            n = torch.arange(config.win_length, dtype=torch.float32) - (config.win_length - 1) / 2
+            self.register_buffer("ramp_window", n * self.window, persistent=False)
+            self.register_buffer("band_mean", fb / fb.sum(0).clamp_min(1e-8), persistent=False)
         if config.kind == "lfcc":
             dct = AF.create_dct(config.n_coeffs, config.n_filters, norm="ortho")
             self.register_buffer("dct", dct, persistent=False)  # (n_filters, n_coeffs)
@@ -98,6 +106,8 @@ class FrontEnd(nn.Module):
         if x.shape[-1] < c.n_fft:
             raise ValueError(f"window of {x.shape[-1]} samples is shorter than one FFT ({c.n_fft})")
         z = torch.stft(x, c.n_fft, c.hop_length, c.win_length, self.window, center=False, return_complex=True)
+        if c.kind == "mgd":
+            return self._modified_group_delay(x, z)
         spec = z.real.square() + z.imag.square()  # power, (B, n_freqs, T); 2x faster than abs().pow(2)
         bands = torch.matmul(spec.transpose(1, 2), self.fbank)  # (B, T, n_filters)
         db = 10.0 * torch.log10(bands.clamp_min(1e-10))
@@ -108,4 +118,20 @@ class FrontEnd(nn.Module):
             d1 = AF.compute_deltas(feats, win_length=5)
             d2 = AF.compute_deltas(d1, win_length=5)
             feats = torch.cat([feats, d1, d2], dim=1)
+        return feats - feats.mean(dim=(1, 2) if c.norm == "global" else 2, keepdim=True)
+
+    def _modified_group_delay(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Modified group delay [shape=(B, n_filters, T)] of frames ``z``: Re(Y X*) / S^2, where Y is the STFT
+        of n * x and S the cepstrally smoothed magnitude of X, compressed to sign(tau) * |tau|^alpha and
+        averaged within each linear band. Unchanged by the level of ``x`` (numerator and S^2 scale alike)."""
+        c = self.config
+        y = torch.stft(x, c.n_fft, c.hop_length, c.win_length, self.ramp_window, center=False,
+                       return_complex=True)
+        log_mag = torch.log(z.abs().clamp_min(1e-6))  # (B, n_freqs, T)
+        ceps = torch.fft.irfft(log_mag, n=c.n_fft, dim=1)
+        ceps[:, c.lifter:c.n_fft - c.lifter + 1] = 0  # keep the low quefrencies: the smooth envelope
+        smooth = torch.fft.rfft(ceps, dim=1).real  # (B, n_freqs, T), log of S
+        tau = (z.real * y.real + z.imag * y.imag) * torch.exp(-2.0 * smooth)
+        mgd = tau.sign() * tau.abs().pow(c.alpha)
+        feats = torch.matmul(mgd.transpose(1, 2), self.band_mean).transpose(1, 2)  # (B, n_filters, T)
         return feats - feats.mean(dim=(1, 2) if c.norm == "global" else 2, keepdim=True)
