@@ -44,9 +44,9 @@ else:
     import numpy as np
     from voiceguard import audio
     from voiceguard import checkpoint
-    from voiceguard.features import FrontEnd
+    from voiceguard.features import build_frontend
     cfg = checkpoint.load(ckpt or None)[1]  # the same windows and features as the end-to-end case
-    fe = FrontEnd(cfg.features).to(device)
+    fe = build_frontend(cfg.front_ends).to(device)
     win, hop = int(cfg.window.seconds * 16000), int(cfg.window.hop_seconds * 16000)
     t1 = time.perf_counter()
     n, rest = 0, np.zeros(0, np.float32)

@@ -3,8 +3,10 @@
 
     .venv/bin/python scripts/combine_checkpoints.py runs/H/voiceguard runs/L/voiceguard --out runs/HL/voiceguard
 
-The members must share the front-end, network shape and windows, and have been validated on the same held-out
-sources (all trained by scripts/train_default.py). The combined model is scored on that held-out validation
+The members must share the network shape and windows, and have been validated on the same held-out sources (all
+trained by scripts/train_default.py). They may read different front-ends of the same frame grid (say, the log
+filterbank and the modified group delay): the combined checkpoint then computes each once per window and gives
+each network its own. The combined model is scored on that held-out validation
 set through the inference path; its calibration, threshold and length penalty are fitted there, as at the end
 of training, and its training record lists each member's. Prints the validation EERs of each member and of the
 combination.
@@ -25,6 +27,7 @@ from scripts.train_default import heldout_valset, per_source_report  # noqa: E40
 from voiceguard import checkpoint  # noqa: E402
 from voiceguard.calibration import Calibration  # noqa: E402
 from voiceguard.detector import Detector  # noqa: E402
+from voiceguard.features import build_frontend  # noqa: E402
 from voiceguard.model import combine  # noqa: E402
 from voiceguard.train import fitted_config, score_valset, val_metrics  # noqa: E402
 
@@ -45,19 +48,23 @@ def main(argv=None) -> int:
     loaded = [checkpoint.load(p) for p in args.checkpoints]
     first = loaded[0][1]
     for path, (_, cfg) in zip(args.checkpoints[1:], loaded[1:]):
-        for what in ("features", "window", "sample_rate"):
+        for what in ("window", "sample_rate"):
             if getattr(cfg, what) != getattr(first, what):
                 ap.error(f"{path}: its {what} differ from {args.checkpoints[0]}'s; members must share them")
         if cfg.training.get("data", {}).get("held_out_sources") != first.training.get("data", {}).get(
                 "held_out_sources"):
             ap.error(f"{path}: validated on other held-out sources than {args.checkpoints[0]}")
+    front_ends = list(dict.fromkeys(cfg.features for _, cfg in loaded))  # in order of first use
+    inputs = tuple(front_ends.index(cfg.features) for _, cfg in loaded) if len(front_ends) > 1 else ()
     try:
-        model = combine([m for m, _ in loaded])
+        model = combine([m for m, _ in loaded], inputs)
+        base = first.replace(name=args.name or f"{first.name}-x{len(loaded)}", model=model.config,
+                             extra_features=tuple(front_ends[1:]),
+                             calibration=Calibration(), short_calibration=None,
+                             aggregation=replace(first.aggregation, length_penalty=0.0))
+        build_frontend(base.front_ends)  # refuses front-ends whose maps differ in shape
     except ValueError as err:
         ap.error(str(err))
-    base = first.replace(name=args.name or f"{first.name}-x{len(loaded)}", model=model.config,
-                         calibration=Calibration(), short_calibration=None,
-                         aggregation=replace(first.aggregation, length_penalty=0.0))
     val = heldout_valset(first.training)
     members = []
     for path, (m, cfg) in zip(args.checkpoints, loaded):

@@ -41,6 +41,29 @@ def front_end(f) -> str:
     return f"{what} {f.f_min:.0f}–{f.f_max:.0f} Hz" + (", + Δ + ΔΔ" if f.deltas else "")
 
 
+def front_ends_line(cfg) -> str:
+    """The card's front-end line: one front-end, or each one and the networks that read it."""
+    def detail(f) -> str:
+        how = (f"the phase slope Re(Y·X*) over the {f.lifter}-coefficient cepstrally smoothed power, compressed "
+               f"to sign(τ)·|τ|^{f.alpha:g}" if f.kind == "mgd"
+               else f"floored {f.top_db:.0f} dB below each window's peak")
+        return f"{front_end(f)} ({f.n_features} rows), {how}"
+
+    f0 = cfg.features
+    frames = (f"{f0.win_length / cfg.sample_rate * 1000:.0f} ms frames every "
+              f"{f0.hop_length / cfg.sample_rate * 1000:.0f} ms, mean removed per window"
+              + (" and row" if f0.norm == "row" else ""))
+    if not cfg.extra_features:
+        return f"- Front-end: {detail(f0)}; {frames}."
+    parts = []
+    for k, f in enumerate(cfg.front_ends):
+        readers = [str(i + 1) for i, j in enumerate(cfg.model.inputs) if j == k]
+        who = f"network{'s' if len(readers) > 1 else ''} {', '.join(readers)}"
+        parts.append(f"{who}: {detail(f)}")
+    return f"- Front-ends, each computed once per window and read by its own networks ({frames}): " + \
+        "; ".join(parts) + "."
+
+
 def training_commands(t: dict) -> list[str]:
     """Card lines for how the weights were made: one command, or each member's and the combining one."""
     if not t.get("members"):
@@ -117,10 +140,7 @@ def main(argv=None) -> int:
         "a verdict. **Evidence for triage, not proof.**",
         "",
         "## Architecture",
-        f"- Front-end: {front_end(cfg.features)} ({cfg.features.n_features} rows), "
-        f"{cfg.features.win_length / cfg.sample_rate * 1000:.0f} ms frames every "
-        f"{cfg.features.hop_length / cfg.sample_rate * 1000:.0f} ms, floored {cfg.features.top_db:.0f} dB below "
-        "each window's peak, mean removed per window.",
+        front_ends_line(cfg),
         f"- Model: light CNN with max-feature-map activations (channels {list(cfg.model.channels)}, time stride "
         f"{cfg.model.time_stride}" + (f", frequency stride {cfg.model.freq_stride}" if cfg.model.freq_stride > 1 else "")
         + f"), mean+std pooling over time, {cfg.model.embedding}-d embedding, one logit"

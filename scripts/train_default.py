@@ -239,8 +239,8 @@ def main(argv=None) -> int:
     teacher = None
     if args.kd:  # checked before any data is decoded
         teacher, teacher_cfg = checkpoint.load(args.kd)
-        if teacher_cfg.features != feats:
-            ap.error(f"--kd: {args.kd} has other features ({teacher_cfg.features}) than this run ({feats})")
+        if teacher_cfg.front_ends != (feats,):
+            ap.error(f"--kd: {args.kd} has other features ({teacher_cfg.front_ends}) than this run ({feats})")
     items = read_manifest(args.corpus)
     if args.no_corpus_spoofs:
         items = without_spoofs(items, held_out)

@@ -154,6 +154,35 @@ def test_combined_networks_score_the_mean_of_their_window_logits(tmp_path):
     assert checkpoint.load(tmp_path / "one")[1].model.members == 1
 
 
+def test_networks_of_different_front_ends_combine_and_each_reads_its_own(tmp_path):
+    """A filterbank network and a group-delay network combined (as scripts/combine_checkpoints.py does): the
+    checkpoint stores both front-ends, round-trips, and scores each window with the mean of the two networks'
+    own logits. A config whose networks do not read its front-ends is refused."""
+    import numpy as np
+
+    from voiceguard.checkpoint import CheckpointConfig
+    from voiceguard.features import FeatureConfig
+    from voiceguard.model import ModelConfig, combine
+
+    lfb, mgd = FeatureConfig.of_kind("lfb"), FeatureConfig.of_kind("mgd")
+    a = Detector.untrained(CheckpointConfig(name="a", features=lfb, model=ModelConfig(n_features=60)), seed=1)
+    b = Detector.untrained(CheckpointConfig(name="b", features=mgd, model=ModelConfig(n_features=60)), seed=2)
+    ens = combine([a.model, b.model], inputs=(0, 1))
+    checkpoint.save(tmp_path / "mix", ens, a.config.replace(model=ens.config, extra_features=(mgd,), name="mix"))
+    loaded = Detector.load(tmp_path / "mix")
+    assert loaded.config.front_ends == (lfb, mgd) and loaded.config.model.inputs == (0, 1)
+    x = speech_like(9.0, pauses=False)
+    seg = [np.array([s.probability for s in d.score_array(x, 16000).segments]) for d in (a, b, loaded)]
+    logit = [np.log(p / (1 - p)) for p in seg]  # identity calibration on untrained configs
+    np.testing.assert_allclose(logit[2], (logit[0] + logit[1]) / 2, atol=1e-4)
+    with pytest.raises(ValueError, match="front-ends"):
+        a.config.replace(model=ens.config)  # networks reading a second front-end, none stored
+    with pytest.raises(ValueError, match="front-ends"):
+        a.config.replace(extra_features=(mgd,))  # a second front-end no network reads
+    with pytest.raises(ValueError, match="each of the 2 members"):
+        ModelConfig(members=2, inputs=(0,))
+
+
 def test_a_telephone_band_network_reads_only_the_lowest_rows(tmp_path):
     """A network trained on the lowest 30 of the 60 bands (0-4 kHz, `train_default.py --rows 30`) ignores the
     rest of the feature map, round-trips, and is not combined with full-band networks."""

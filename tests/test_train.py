@@ -327,15 +327,21 @@ def test_distillation_keeps_the_replayed_clips_scores(dataset):
     assert 0 < change[4.0] < 0.75 * change[0.0] and 0 < change[1.0] < 0.75 * change[0.0], change
 
 
-def test_finetuning_an_ensemble_moves_every_member(dataset):
-    """A combined checkpoint (scripts/combine_checkpoints.py) is fine-tuned as a whole."""
+@pytest.mark.parametrize("front_ends", ["shared", "lfb+mgd"])
+def test_finetuning_an_ensemble_moves_every_member(dataset, front_ends):
+    """A combined checkpoint (scripts/combine_checkpoints.py) is fine-tuned as a whole, also when its networks
+    read different front-ends."""
     from voiceguard.detector import Detector
+    from voiceguard.features import FeatureConfig
     from voiceguard.model import MeanEnsemble, combine
     from voiceguard.train import finetune
 
-    ens = combine([Detector.untrained(seed=1).model, Detector.untrained(seed=2).model])
+    mixed = front_ends == "lfb+mgd"
+    ens = combine([Detector.untrained(seed=1).model, Detector.untrained(seed=2).model],
+                  inputs=(0, 1) if mixed else ())
     before = [{k: v.clone() for k, v in m.state_dict().items()} for m in ens.members]
-    base = Detector.untrained().config.replace(model=ens.config)
+    base = Detector.untrained().config.replace(
+        model=ens.config, extra_features=(FeatureConfig.of_kind("mgd"),) if mixed else ())
     result, report = finetune(read_folders(dataset / "real", dataset / "fake"), ens, base, log_fn=lambda s: None,
                               config=TrainConfig(epochs=1, steps_per_epoch=3, batch_size=8, workers=0, lr=1e-3))
     assert isinstance(result.model, MeanEnsemble) and result.config.model.members == 2

@@ -39,6 +39,9 @@ class CheckpointConfig:
     name: str = DEFAULT_NAME
     sample_rate: int = SAMPLE_RATE
     features: FeatureConfig = field(default_factory=FeatureConfig)
+    #: front-ends 1, 2, ... of an ensemble whose networks read different features (``model.inputs`` says
+    #: which network reads which; front-end 0 is ``features``). Empty: every network reads ``features``.
+    extra_features: tuple[FeatureConfig, ...] = ()
     model: ModelConfig = field(default_factory=ModelConfig)
     window: WindowConfig = field(default_factory=WindowConfig)
     vad: VadConfig = field(default_factory=VadConfig)
@@ -56,8 +59,22 @@ class CheckpointConfig:
     format_version: int = FORMAT_VERSION
     voiceguard_version: str = ""
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "extra_features", tuple(self.extra_features))
+        if self.extra_features and max(self.model.inputs or (0,)) != len(self.extra_features):
+            raise ValueError(f"{len(self.front_ends)} front-ends need a model whose members read them all "
+                             f"(model inputs {list(self.model.inputs)})")
+        if not self.extra_features and any(self.model.inputs):
+            raise ValueError(f"model inputs {list(self.model.inputs)} name front-ends this config lacks")
+
+    @property
+    def front_ends(self) -> tuple[FeatureConfig, ...]:
+        """Every front-end of the checkpoint, in the order ``model.inputs`` counts them."""
+        return (self.features, *self.extra_features)
+
     def to_dict(self) -> dict:
         d = asdict(self)
+        d["extra_features"] = [asdict(f) for f in self.extra_features]
         d["model"] = self.model.to_dict()
         if not d["voiceguard_version"]:
             from . import __version__
@@ -78,7 +95,9 @@ class CheckpointConfig:
         try:
             return cls(
                 name=str(d["name"]), sample_rate=int(d["sample_rate"]),
-                features=FeatureConfig(**d["features"]), model=ModelConfig(**d["model"]),
+                features=FeatureConfig(**d["features"]),
+                extra_features=tuple(FeatureConfig(**f) for f in d.get("extra_features") or ()),
+                model=ModelConfig(**d["model"]),
                 window=WindowConfig(**d["window"]), vad=VadConfig(**d["vad"]),
                 aggregation=AggregationConfig(**d["aggregation"]), calibration=Calibration(**d["calibration"]),
                 short_calibration=Calibration(**d["short_calibration"]) if d.get("short_calibration") else None,

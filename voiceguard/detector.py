@@ -201,12 +201,12 @@ class Detector:
                  batch_size: int = DEFAULT_BATCH, threshold: float | None = None) -> None:
         import torch
 
-        from .features import FrontEnd
+        from .features import build_frontend
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.config = config
         self.model = model.to(self.device).eval()
-        self.frontend = FrontEnd(config.features).to(self.device).eval()
+        self.frontend = build_frontend(config.front_ends).to(self.device).eval()
         # second speech stage: rejects windows of tones, DTMF, music or noise the WebRTC VAD let through
         self.speech_check = SpeechCheck(config.vad.neural_threshold, sample_rate=config.sample_rate) \
             if config.vad.neural else None

@@ -135,3 +135,23 @@ class FrontEnd(nn.Module):
         mgd = tau.sign() * tau.abs().pow(c.alpha)
         feats = torch.matmul(mgd.transpose(1, 2), self.band_mean).transpose(1, 2)  # (B, n_filters, T)
         return feats - feats.mean(dim=(1, 2) if c.norm == "global" else 2, keepdim=True)
+
+
+class StackedFrontEnd(nn.Module):
+    """Several front-ends on one frame grid, for an ensemble whose networks read different features:
+    windows [shape=(B, n)] -> features [shape=(B, K, F, T)], front-end k's map at index k."""
+
+    def __init__(self, configs: tuple[FeatureConfig, ...]) -> None:
+        super().__init__()
+        grid = {(c.sample_rate, c.n_fft, c.win_length, c.hop_length, c.n_features) for c in configs}
+        if len(grid) != 1:
+            raise ValueError("stacked front-ends must share sample rate, frames and number of rows")
+        self.parts = nn.ModuleList(FrontEnd(c) for c in configs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([part(x) for part in self.parts], dim=1)
+
+
+def build_frontend(configs: tuple[FeatureConfig, ...]) -> nn.Module:
+    """The front-end of a checkpoint's ``front_ends``: one :class:`FrontEnd`, or a :class:`StackedFrontEnd`."""
+    return FrontEnd(configs[0]) if len(configs) == 1 else StackedFrontEnd(tuple(configs))

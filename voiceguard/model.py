@@ -24,6 +24,7 @@ class ModelConfig:
     head: str = "linear"  # "linear" (BCE) or "ocsoftmax" (one-class softmax, Zhang et al. 2021)
     members: int = 1  # > 1: that many networks of this config (trained apart), their logits averaged
     rows: int = 0  # > 0: read only the lowest ``rows`` rows of the feature map (30 of 60 bands: 0-4 kHz)
+    inputs: tuple[int, ...] = ()  # members > 1 with several front-ends: the front-end each member reads
 
     def __post_init__(self) -> None:
         if self.arch != "lcnn":
@@ -35,10 +36,15 @@ class ModelConfig:
         if int(self.members) < 1:
             raise ValueError(f"members must be >= 1, got {self.members}")
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        object.__setattr__(self, "inputs", tuple(int(i) for i in self.inputs))
+        if self.inputs and (len(self.inputs) != int(self.members) or min(self.inputs) < 0):
+            raise ValueError(f"inputs must name a front-end (0, 1, ...) for each of the {self.members} members, "
+                             f"got {list(self.inputs)}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["channels"] = list(self.channels)
+        d["inputs"] = list(self.inputs)
         return d
 
 
@@ -122,10 +128,16 @@ class MeanEnsemble(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        single = replace(config, members=1)
+        single = replace(config, members=1, inputs=())
         self.members = nn.ModuleList(LCNN(single) for _ in range(config.members))
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """feats [shape=(B, F, T)], read by every member, or [shape=(B, K, F, T)] from a
+        :class:`~voiceguard.features.StackedFrontEnd`, member i reading map ``config.inputs[i]``."""
+        if feats.dim() == 4:
+            if not self.config.inputs:
+                raise ValueError("stacked features need the members' inputs in the model config")
+            return torch.stack([m(feats[:, i]) for m, i in zip(self.members, self.config.inputs)]).mean(dim=0)
         return torch.stack([m(feats) for m in self.members]).mean(dim=0)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -137,12 +149,13 @@ def build_model(config: ModelConfig) -> nn.Module:
     return LCNN(config) if config.members == 1 else MeanEnsemble(config)
 
 
-def combine(models: list[nn.Module]) -> nn.Module:
-    """One :class:`MeanEnsemble` from trained single networks of the same config (their weights copied)."""
+def combine(models: list[nn.Module], inputs: tuple[int, ...] = ()) -> nn.Module:
+    """One :class:`MeanEnsemble` from trained single networks of the same config (their weights copied);
+    ``inputs``: the front-end each one reads, when they read different ones (see ``ModelConfig.inputs``)."""
     configs = {m.config for m in models}
     if len(models) < 2 or len(configs) != 1 or any(m.config.members != 1 for m in models):
         raise ValueError("combine needs two or more single networks of the same architecture")
-    ens = MeanEnsemble(replace(models[0].config, members=len(models)))
+    ens = MeanEnsemble(replace(models[0].config, members=len(models), inputs=tuple(inputs)))
     for dst, src in zip(ens.members, models):
         dst.load_state_dict(src.state_dict())
     return ens.eval()

@@ -526,15 +526,17 @@ def mask_bands(feats, max_fraction: float, generator):
     """SpecAugment-style frequency masking: per example, one random band of 0..``max_fraction`` of the rows
     is set to zero, the per-row mean after normalisation. A model that
     cannot rely on one band for its decision has to use cues spread over the spectrum, which carry better to
-    generators whose artefacts sit elsewhere. feats [shape=(B, F, T)]; returns a new tensor."""
+    generators whose artefacts sit elsewhere. feats [shape=(B, F, T)] or [shape=(B, K, F, T)] (the same
+    band in each front-end's map); returns a new tensor."""
     import torch
 
-    b, f, _ = feats.shape
+    b, f = feats.shape[0], feats.shape[-2]
     width = torch.randint(0, max(1, int(max_fraction * f)) + 1, (b,), generator=generator)
     start = (torch.rand(b, generator=generator) * (f - width + 1)).long()
     rows = torch.arange(f)
     keep = ~((rows[None, :] >= start[:, None]) & (rows[None, :] < (start + width)[:, None]))
-    return feats * keep[:, :, None].to(feats.device, feats.dtype)
+    keep = keep.reshape(b, *[1] * (feats.dim() - 3), f, 1)
+    return feats * keep.to(feats.device, feats.dtype)
 
 
 def mix_batch(feats, labels, domains, alpha: float, rng: np.random.Generator):
@@ -639,7 +641,7 @@ def train(
     import torch
 
     from .detector import Detector
-    from .features import FrontEnd
+    from .features import build_frontend
     from .model import build_model
 
     labels = set(train_bank.labels.tolist())
@@ -652,7 +654,7 @@ def train(
     torch.manual_seed(config.seed)
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = (init_model if init_model is not None else build_model(base.model)).to(device)
-    frontend = FrontEnd(base.features).to(device)
+    frontend = build_frontend(base.front_ends).to(device)
     start_params = [p.detach().clone() for p in model.parameters()] if config.l2sp > 0 else None
     # learning without forgetting (Li & Hoiem 2017; "Detecting fake without forgetting", Ma et al. 2021): on
     # replayed original examples the fine-tuned model's logits are pulled towards the starting model's,
