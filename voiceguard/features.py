@@ -107,13 +107,14 @@ class FrontEnd(nn.Module):
             raise ValueError(f"window of {x.shape[-1]} samples is shorter than one FFT ({c.n_fft})")
         z = torch.stft(x, c.n_fft, c.hop_length, c.win_length, self.window, center=False, return_complex=True)
         if c.kind == "mgd":
-            return self._modified_group_delay(x, z)
-        spec = z.real.square() + z.imag.square()  # power, (B, n_freqs, T); 2x faster than abs().pow(2)
-        bands = torch.matmul(spec.transpose(1, 2), self.fbank)  # (B, T, n_filters)
-        db = 10.0 * torch.log10(bands.clamp_min(1e-10))
-        db = torch.maximum(db, db.amax(dim=(1, 2), keepdim=True) - c.top_db)
-        feats = torch.matmul(db, self.dct) if c.kind == "lfcc" else db  # (B, T, F0)
-        feats = feats.transpose(1, 2)  # (B, F0, T)
+            feats = self._modified_group_delay(x, z)
+        else:
+            spec = z.real.square() + z.imag.square()  # power, (B, n_freqs, T); 2x faster than abs().pow(2)
+            bands = torch.matmul(spec.transpose(1, 2), self.fbank)  # (B, T, n_filters)
+            db = 10.0 * torch.log10(bands.clamp_min(1e-10))
+            db = torch.maximum(db, db.amax(dim=(1, 2), keepdim=True) - c.top_db)
+            feats = torch.matmul(db, self.dct) if c.kind == "lfcc" else db  # (B, T, F0)
+            feats = feats.transpose(1, 2)  # (B, F0, T)
         if c.deltas:
             d1 = AF.compute_deltas(feats, win_length=5)
             d2 = AF.compute_deltas(d1, win_length=5)
@@ -121,7 +122,7 @@ class FrontEnd(nn.Module):
         return feats - feats.mean(dim=(1, 2) if c.norm == "global" else 2, keepdim=True)
 
     def _modified_group_delay(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Modified group delay [shape=(B, n_filters, T)] of frames ``z``: Re(Y X*) / S^2, where Y is the STFT
+        """Modified group delay [shape=(B, n_filters, T)], before mean removal, of frames ``z``: Re(Y X*) / S^2, where Y is the STFT
         of n * x and S the cepstrally smoothed magnitude of X, compressed to sign(tau) * |tau|^alpha and
         averaged within each linear band. Unchanged by the level of ``x`` (numerator and S^2 scale alike)."""
         c = self.config
@@ -133,8 +134,7 @@ class FrontEnd(nn.Module):
         smooth = torch.fft.rfft(ceps, dim=1).real  # (B, n_freqs, T), log of S
         tau = (z.real * y.real + z.imag * y.imag) * torch.exp(-2.0 * smooth)
         mgd = tau.sign() * tau.abs().pow(c.alpha)
-        feats = torch.matmul(mgd.transpose(1, 2), self.band_mean).transpose(1, 2)  # (B, n_filters, T)
-        return feats - feats.mean(dim=(1, 2) if c.norm == "global" else 2, keepdim=True)
+        return torch.matmul(mgd.transpose(1, 2), self.band_mean).transpose(1, 2)  # (B, n_filters, T)
 
 
 class StackedFrontEnd(nn.Module):
