@@ -34,8 +34,9 @@ def front_end(f) -> str:
     scale = "mel" if f.kind == "logmel" else "linear"
     if f.kind == "lfcc":
         what = f"LFCC — {f.n_coeffs} cepstral coefficients from {f.n_filters} linear filters"
-    elif f.kind == "mgd":
-        what = f"modified group delay — averaged in {f.n_filters} triangular linear-spaced filters"
+    elif f.kind in ("mgd", "ifd"):
+        name = "modified group delay" if f.kind == "mgd" else "instantaneous frequency deviation"
+        what = f"{name} — averaged in {f.n_filters} triangular linear-spaced filters"
     else:
         what = f"log {scale} filterbank — {f.n_filters} triangular {scale}-spaced filters"
     return f"{what} {f.f_min:.0f}–{f.f_max:.0f} Hz" + (", + Δ + ΔΔ" if f.deltas else "")
@@ -44,8 +45,10 @@ def front_end(f) -> str:
 def front_ends_line(cfg) -> str:
     """The card's front-end line: one front-end, or each one and the networks that read it."""
     def detail(f) -> str:
-        how = (f"the phase slope Re(Y·X*) over the {f.lifter}-coefficient cepstrally smoothed power, compressed "
-               f"to sign(τ)·|τ|^{f.alpha:g}" if f.kind == "mgd"
+        part = {"mgd": "Re(Y·X*) (along frequency; Y: the spectrum of n·x)",
+                "ifd": "Im(Y·X*) (along time, in Hz; Y: the spectrum under the window's derivative)"}.get(f.kind)
+        how = (f"the phase slope {part} over the {f.lifter}-coefficient cepstrally smoothed power, compressed "
+               f"to sign(τ)·|τ|^{f.alpha:g}" if part
                else f"floored {f.top_db:.0f} dB below each window's peak")
         return f"{front_end(f)} ({f.n_features} rows), {how}"
 

@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from voiceguard import checkpoint  # noqa: E402
 from voiceguard.checkpoint import CheckpointConfig  # noqa: E402
 from voiceguard.data import read_manifest  # noqa: E402
+from voiceguard.features import KINDS  # noqa: E402
 from voiceguard.augment import AugmentConfig  # noqa: E402
 from voiceguard.train import ClipBank, TrainConfig, ValSet, train  # noqa: E402
 
@@ -145,9 +146,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int,
                     help="crop-preparing processes (default: voiceguard.train.default_crop_workers)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--features", choices=("lfcc", "lfb", "logmel", "mgd"), default="lfb", help="front-end kind")
+    ap.add_argument("--features", choices=KINDS, default="lfb", help="front-end kind")
     ap.add_argument("--bands", type=int, default=None,
-                    help="filters of the front-end (default: 70 for lfcc, 60 for lfb / logmel / mgd)")
+                    help="filters of the front-end (default: 70 for lfcc, 60 for the others)")
     ap.add_argument("--norm", choices=("row", "global"), default="row",
                     help="mean removed per window from each feature row (row) or from the whole map (global)")
     ap.add_argument("--freq-stride", type=int, default=1,

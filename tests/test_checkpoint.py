@@ -128,6 +128,49 @@ def test_group_delay_front_end_sees_phase_that_the_filterbank_does_not(tmp_path)
     assert d2.score_array(y, 16000).logit == pytest.approx(d.score_array(y, 16000).logit, abs=1e-5)
 
 
+def test_frequency_deviation_front_end_reads_how_far_each_tone_sits_from_its_bin():
+    """``kind="ifd"``: thirty tones on FFT bin centres, then the same tones 10 Hz higher or lower. The log
+    filterbank barely changes (the energy stays in its bands); the instantaneous frequency deviation does, and
+    before pooling it reads the offset itself, in Hz, with its sign. Gain changes nothing; silence gives zeros."""
+    from dataclasses import replace
+
+    import numpy as np
+    import torch
+
+    from voiceguard.features import FeatureConfig, FrontEnd
+
+    t = np.arange(64000) / 16000
+
+    def tones(shift):  # 250 Hz = 8 bins of 31.25 Hz: every tone on a bin centre when shift is 0
+        w = sum(np.cos(2 * np.pi * (250 * (k + 1) + shift) * t) / (k + 1) ** 0.5 for k in range(30))
+        return torch.from_numpy(w / np.abs(w).max()).float()[None]
+
+    x = {shift: tones(shift) for shift in (0, 10, -10)}
+
+    def relative_change(kind, shift):
+        fe = FrontEnd(replace(FeatureConfig.of_kind(kind), norm="global"))
+        a, b = fe(x[0]), fe(x[shift])
+        return float((a - b).norm() / a.norm())
+
+    for shift in (10, -10):
+        assert relative_change("lfb", shift) < 0.1 and relative_change("ifd", shift) > 0.25
+
+    fe = FrontEnd(FeatureConfig.of_kind("ifd"))
+    c = fe.config
+    for shift in (0, 10, -10):  # raw deviation at the 1 kHz tone's bin: Im(Y X*) / |X|^2, in Hz
+        z = torch.stft(x[shift], c.n_fft, c.hop_length, c.win_length, fe.window, center=False, return_complex=True)
+        y = torch.stft(x[shift], c.n_fft, c.hop_length, c.win_length, fe.aux_window, center=False,
+                       return_complex=True)
+        k = 32  # 1000 Hz
+        dev = (z.imag * y.real - z.real * y.imag)[0, k] / z[0, k].abs().square()
+        assert float(dev.median()) == pytest.approx(shift, abs=1.0)
+
+    speech = torch.from_numpy(speech_like(4.0, pauses=False)).float()[None]
+    torch.testing.assert_close(fe(0.1 * speech), fe(speech), atol=0.05, rtol=0)
+    silent = fe(torch.zeros(1, 64000))
+    assert silent.shape == (1, 60, 397) and float(silent.abs().max()) == 0.0
+
+
 def test_combined_networks_score_the_mean_of_their_window_logits(tmp_path):
     """An ensemble checkpoint (scripts/combine_checkpoints.py) round-trips and scores each window with the
     mean of its members' logits; an old single-network JSON (no `members`) still loads as one network."""

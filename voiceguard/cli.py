@@ -328,9 +328,9 @@ def _add_train(sub) -> None:
     _add_data_args(p)
     _add_train_args(p, epochs=20, steps=100, lr=2e-3, minutes=60, patience=6, ema=0.995)
     # the defaults are the shipped checkpoint's recipe (scripts/train_default.py)
-    p.add_argument("--features", choices=("lfb", "lfcc", "logmel", "mgd"), default="lfb",
+    p.add_argument("--features", choices=("lfb", "lfcc", "logmel", "mgd", "ifd"), default="lfb",
                    help="front-end: log linear filterbank (default), LFCC with deltas, log mel filterbank, or "
-                        "modified group delay (phase)")
+                        "a phase front-end: modified group delay (mgd) or instantaneous frequency deviation (ifd)")
     p.add_argument("--bands", type=int, default=None, help="front-end filters (default 60; 70 for lfcc)")
     p.add_argument("--balance", choices=("sqrt", "source"), default="sqrt",
                    help="how clips are drawn across sources and speakers (default sqrt; see the README)")

@@ -14,13 +14,18 @@ from torch import nn
 from .audio import SAMPLE_RATE
 
 
+KINDS = ("lfcc", "lfb", "logmel", "mgd", "ifd")
+PHASE_KINDS = ("mgd", "ifd")  # front-ends that read the phase spectrum, which the filterbanks discard
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     """Front-end parameters.
 
     kind: ``"lfcc"`` (linear-frequency cepstra with deltas), ``"lfb"`` (log linear filterbank),
-    ``"logmel"`` (log mel filterbank) or ``"mgd"`` (modified group delay, the phase spectrum's slope, pooled
-    into linear bands; Hegde et al. 2007).
+    ``"logmel"`` (log mel filterbank), ``"mgd"`` (modified group delay, the phase spectrum's slope along
+    frequency, pooled into linear bands; Hegde et al. 2007) or ``"ifd"`` (instantaneous frequency deviation,
+    its slope along time, by the derivative-window method of Auger & Flandrin 1995, pooled the same way).
     """
 
     kind: str = "lfcc"
@@ -35,12 +40,12 @@ class FeatureConfig:
     f_max: float = 8000.0  # Hz
     top_db: float = 80.0  # dB; floor below each window's loudest band (neutralises digital silence)
     norm: str = "row"  # mean removed per window: "row" (each row's own, CMN) or "global" (one for the whole map)
-    lifter: int = 30  # mgd only: cepstral coefficients kept for the smoothed magnitude it is divided by
-    alpha: float = 0.4  # mgd only: compression exponent, sign(tau) * |tau| ** alpha
+    lifter: int = 30  # mgd / ifd only: cepstral coefficients kept for the smoothed magnitude they are divided by
+    alpha: float = 0.4  # mgd / ifd only: compression exponent, sign(tau) * |tau| ** alpha
 
     def __post_init__(self) -> None:
-        if self.kind not in ("lfcc", "lfb", "logmel", "mgd"):
-            raise ValueError(f"feature kind must be lfcc, lfb, logmel or mgd, got {self.kind!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"feature kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.norm not in ("row", "global"):
             raise ValueError(f"feature norm must be row or global, got {self.norm!r}")
         if self.win_length > self.n_fft:
@@ -88,10 +93,14 @@ class FrontEnd(nn.Module):
             fb = AF.linear_fbanks(n_freqs, config.f_min, config.f_max, config.n_filters, config.sample_rate)
         self.register_buffer("fbank", fb, persistent=False)  # (n_freqs, n_filters)
         self.register_buffer("window", torch.hann_window(config.win_length), persistent=False)
-        if config.kind == "mgd":
-            # time index within the frame, centred: STFT(n * x) gives the group delay without unwrapping phase
-            n = torch.arange(config.win_length, dtype=torch.float32) - (config.win_length - 1) / 2
-            self.register_buffer("ramp_window", n * self.window, persistent=False)
+        if config.kind in PHASE_KINDS:
+            # a second window whose STFT, against the plain one, gives a phase slope without unwrapping phase
+            n = torch.arange(config.win_length, dtype=torch.float32)
+            if config.kind == "mgd":  # time index within the frame, centred: the slope along frequency
+                aux = (n - (config.win_length - 1) / 2) * self.window
+            else:  # the window's derivative (periodic Hann) over 2 pi, per second: the slope along time, in Hz
+                aux = config.sample_rate / (2 * config.win_length) * torch.sin(2 * torch.pi * n / config.win_length)
+            self.register_buffer("aux_window", aux, persistent=False)
             self.register_buffer("band_mean", fb / fb.sum(0).clamp_min(1e-8), persistent=False)
         if config.kind == "lfcc":
             dct = AF.create_dct(config.n_coeffs, config.n_filters, norm="ortho")
@@ -106,8 +115,8 @@ class FrontEnd(nn.Module):
         if x.shape[-1] < c.n_fft:
             raise ValueError(f"window of {x.shape[-1]} samples is shorter than one FFT ({c.n_fft})")
         z = torch.stft(x, c.n_fft, c.hop_length, c.win_length, self.window, center=False, return_complex=True)
-        if c.kind == "mgd":
-            feats = self._modified_group_delay(x, z)
+        if c.kind in PHASE_KINDS:
+            feats = self._phase_slope(x, z)
         else:
             spec = z.real.square() + z.imag.square()  # power, (B, n_freqs, T); 2x faster than abs().pow(2)
             bands = torch.matmul(spec.transpose(1, 2), self.fbank)  # (B, T, n_filters)
@@ -121,20 +130,23 @@ class FrontEnd(nn.Module):
             feats = torch.cat([feats, d1, d2], dim=1)
         return feats - feats.mean(dim=(1, 2) if c.norm == "global" else 2, keepdim=True)
 
-    def _modified_group_delay(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Modified group delay [shape=(B, n_filters, T)], before mean removal, of frames ``z``: Re(Y X*) / S^2, where Y is the STFT
-        of n * x and S the cepstrally smoothed magnitude of X, compressed to sign(tau) * |tau|^alpha and
-        averaged within each linear band. Unchanged by the level of ``x`` (numerator and S^2 scale alike)."""
+    def _phase_slope(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Phase slope [shape=(B, n_filters, T)], before mean removal, of frames ``z``: with Y the STFT of ``x``
+        under the auxiliary window, Re(Y X*) / S^2 (mgd: the modified group delay) or Im(Y X*) / S^2 (ifd: the
+        instantaneous frequency deviation), S the cepstrally smoothed magnitude of X; compressed to
+        sign(tau) * |tau|^alpha and averaged within each linear band. Unchanged by the level of ``x`` (numerator
+        and S^2 scale alike)."""
         c = self.config
-        y = torch.stft(x, c.n_fft, c.hop_length, c.win_length, self.ramp_window, center=False,
+        y = torch.stft(x, c.n_fft, c.hop_length, c.win_length, self.aux_window, center=False,
                        return_complex=True)
         log_mag = torch.log(z.abs().clamp_min(1e-6))  # (B, n_freqs, T)
         ceps = torch.fft.irfft(log_mag, n=c.n_fft, dim=1)
         ceps[:, c.lifter:c.n_fft - c.lifter + 1] = 0  # keep the low quefrencies: the smooth envelope
         smooth = torch.fft.rfft(ceps, dim=1).real  # (B, n_freqs, T), log of S
-        tau = (z.real * y.real + z.imag * y.imag) * torch.exp(-2.0 * smooth)
-        mgd = tau.sign() * tau.abs().pow(c.alpha)
-        return torch.matmul(mgd.transpose(1, 2), self.band_mean).transpose(1, 2)  # (B, n_filters, T)
+        cross = z.real * y.real + z.imag * y.imag if c.kind == "mgd" else z.imag * y.real - z.real * y.imag
+        tau = cross * torch.exp(-2.0 * smooth)
+        slope = tau.sign() * tau.abs().pow(c.alpha)
+        return torch.matmul(slope.transpose(1, 2), self.band_mean).transpose(1, 2)  # (B, n_filters, T)
 
 
 class StackedFrontEnd(nn.Module):
