@@ -377,7 +377,7 @@ def _add_finetune(sub) -> None:
     _add_data_args(p)
     p.add_argument("--from", dest="checkpoint", metavar="CHECKPOINT", help="starting checkpoint (default: shipped)")
     p.add_argument("--replay", metavar="CSV", help="manifest of original training data to replay")
-    _add_train_args(p, epochs=8, steps=40, lr=1e-3, minutes=8, patience=8, ema=0.0)
+    _add_train_args(p, epochs=8, steps=40, lr=1e-3, minutes=8.5, patience=8, ema=0.0)
     p.add_argument("--adversary", type=float, default=0.0,
                    help="weight of a gradient-reversed classifier of real clips' source, new and replayed "
                         "(default 0: off)")
