@@ -106,15 +106,22 @@ class FrontEnd(nn.Module):
             dct = AF.create_dct(config.n_coeffs, config.n_filters, norm="ortho")
             self.register_buffer("dct", dct, persistent=False)  # (n_filters, n_coeffs)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        import torchaudio.functional as AF
-
+    def stft(self, x: torch.Tensor) -> torch.Tensor:
+        """Complex frames [shape=(B, n_freqs, T)] of windows ``x`` under the Hann window."""
         c = self.config
         if x.dim() != 2:
             raise ValueError(f"expected windows of shape (batch, samples), got {tuple(x.shape)}")
         if x.shape[-1] < c.n_fft:
             raise ValueError(f"window of {x.shape[-1]} samples is shorter than one FFT ({c.n_fft})")
-        z = torch.stft(x, c.n_fft, c.hop_length, c.win_length, self.window, center=False, return_complex=True)
+        return torch.stft(x, c.n_fft, c.hop_length, c.win_length, self.window, center=False, return_complex=True)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """``z``: :meth:`stft` of ``x`` when already computed (front-ends on one frame grid share it)."""
+        import torchaudio.functional as AF
+
+        c = self.config
+        if z is None:
+            z = self.stft(x)
         if c.kind in PHASE_KINDS:
             feats = self._phase_slope(x, z)
         else:
@@ -161,7 +168,8 @@ class StackedFrontEnd(nn.Module):
         self.parts = nn.ModuleList(FrontEnd(c) for c in configs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([part(x) for part in self.parts], dim=1)
+        z = self.parts[0].stft(x)  # one Hann STFT for all: same frames, same window
+        return torch.stack([part(x, z) for part in self.parts], dim=1)
 
 
 def build_frontend(configs: tuple[FeatureConfig, ...]) -> nn.Module:
