@@ -2,8 +2,10 @@
 """Combine checkpoints trained apart (other seeds, other augmentation) into one that averages their logits.
 
     .venv/bin/python scripts/combine_checkpoints.py runs/H/voiceguard runs/L/voiceguard --out runs/HL/voiceguard
+    .venv/bin/python scripts/combine_checkpoints.py checkpoints/voiceguard runs/M/voiceguard --out runs/plus/voiceguard
 
-The members must share the network shape and windows, and have been validated on the same held-out sources (all
+A combined checkpoint given as input counts as its networks (the second line adds one to the shipped ones). The
+members must share the network shape and windows, and have been validated on the same held-out sources (all
 trained by scripts/train_default.py). They may read different front-ends of the same frame grid (say, the log
 filterbank and the modified group delay): the combined checkpoint then computes each once per window and gives
 each network its own. The combined model is scored on that held-out validation
@@ -45,15 +47,20 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    loaded = [checkpoint.load(p) for p in args.checkpoints]
+    loaded, paths = [], []
+    for p in args.checkpoints:  # a combined checkpoint counts as its networks, each reading its own front-end
+        nets = checkpoint.members(*checkpoint.load(p))
+        loaded += nets
+        paths += [p] if len(nets) == 1 else [cfg.training.get("checkpoint") or f"{p}[{i}]"
+                                             for i, (_, cfg) in enumerate(nets)]
     first = loaded[0][1]
-    for path, (_, cfg) in zip(args.checkpoints[1:], loaded[1:]):
+    for path, (_, cfg) in zip(paths[1:], loaded[1:]):
         for what in ("window", "sample_rate"):
             if getattr(cfg, what) != getattr(first, what):
-                ap.error(f"{path}: its {what} differ from {args.checkpoints[0]}'s; members must share them")
+                ap.error(f"{path}: its {what} differ from {paths[0]}'s; members must share them")
         if cfg.training.get("data", {}).get("held_out_sources") != first.training.get("data", {}).get(
                 "held_out_sources"):
-            ap.error(f"{path}: validated on other held-out sources than {args.checkpoints[0]}")
+            ap.error(f"{path}: validated on other held-out sources than {paths[0]}")
     front_ends = list(dict.fromkeys(cfg.features for _, cfg in loaded))  # in order of first use
     inputs = tuple(front_ends.index(cfg.features) for _, cfg in loaded) if len(front_ends) > 1 else ()
     try:
@@ -67,7 +74,7 @@ def main(argv=None) -> int:
         ap.error(str(err))
     val = heldout_valset(first.training)
     members = []
-    for path, (m, cfg) in zip(args.checkpoints, loaded):
+    for path, (m, cfg) in zip(paths, loaded):
         logits = score_valset(Detector(m, cfg), val)
         data = {k: v for k, v in cfg.training.get("data", {}).items() if k.startswith("train_")}
         data["manifests"] = cfg.training.get("replay", {}).get("manifests", [])

@@ -200,8 +200,10 @@ def test_combined_networks_score_the_mean_of_their_window_logits(tmp_path):
 def test_networks_of_different_front_ends_combine_and_each_reads_its_own(tmp_path):
     """A filterbank network and a group-delay network combined (as scripts/combine_checkpoints.py does): the
     checkpoint stores both front-ends, round-trips, and scores each window with the mean of the two networks'
-    own logits. A config whose networks do not read its front-ends is refused."""
+    own logits; split into its networks again, each scores as before. A config whose networks do not read its
+    front-ends is refused."""
     import numpy as np
+    import torch
 
     from voiceguard.checkpoint import CheckpointConfig
     from voiceguard.features import FeatureConfig
@@ -218,6 +220,18 @@ def test_networks_of_different_front_ends_combine_and_each_reads_its_own(tmp_pat
     seg = [np.array([s.probability for s in d.score_array(x, 16000).segments]) for d in (a, b, loaded)]
     logit = [np.log(p / (1 - p)) for p in seg]  # identity calibration on untrained configs
     np.testing.assert_allclose(logit[2], (logit[0] + logit[1]) / 2, atol=1e-4)
+
+    # split again (as combine_checkpoints.py does with a combined input): each network with its own front-end
+    # scores as it did alone, and the parts combine into the same ensemble
+    parts = checkpoint.members(loaded.model, loaded.config)
+    assert [c.features for _, c in parts] == [lfb, mgd] and all(c.model.members == 1 for _, c in parts)
+    for (net, cfg), alone in zip(parts, logit[:2]):
+        p = np.array([s.probability for s in Detector(net, cfg).score_array(x, 16000).segments])
+        np.testing.assert_allclose(np.log(p / (1 - p)), alone, atol=1e-4)
+    again = combine([net for net, _ in parts], inputs=(0, 1))
+    assert all(torch.equal(u, v) for u, v in zip(again.state_dict().values(), ens.state_dict().values()))
+    assert checkpoint.members(a.model, a.config) == [(a.model, a.config)]
+
     with pytest.raises(ValueError, match="front-ends"):
         a.config.replace(model=ens.config)  # networks reading a second front-end, none stored
     with pytest.raises(ValueError, match="front-ends"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -172,3 +173,28 @@ def load(path: str | os.PathLike | None = None, *, device: str = "cpu"):
     except RuntimeError as err:
         raise CheckpointError(f"{weights}: weights do not match the config: {str(err).splitlines()[0]}") from None
     return model.to(device).eval(), config
+
+
+def members(model, config: CheckpointConfig) -> list[tuple[Any, CheckpointConfig]]:
+    """The single networks of a combined checkpoint, each as ``(network, its own CheckpointConfig)`` reading its
+    own front-end, so that they can be scored alone or combined anew with others (scripts/combine_checkpoints.py).
+    A single network comes back as it is. A member's calibration and threshold are not its own (only the
+    ensemble's were fitted): they are reset to the defaults, so only its logits mean anything. Its training record is the ensemble's, with the member's own entry (command, best epoch, data) laid over it."""
+    from dataclasses import replace as dc_replace
+
+    if config.model.members == 1:
+        return [(model, config)]
+    records = config.training.get("members") or []
+    shared = {k: v for k, v in config.training.items() if k not in ("members", "validation_per_source")}
+    out = []
+    for i, net in enumerate(model.members):
+        record = records[i] if len(records) == config.model.members else {}
+        training = {**shared, **{k: v for k, v in record.items() if k != "data"},
+                    "data": {**shared.get("data", {}), **record.get("data", {})}}
+        front = config.front_ends[config.model.inputs[i] if config.model.inputs else 0]
+        out.append((net, config.replace(
+            name=re.sub(r"-x\d+$", "", config.name), features=front, extra_features=(),
+            model=dc_replace(config.model, members=1, inputs=()), calibration=Calibration(),
+            short_calibration=None, threshold=0.5, threshold_rule="member of a combined checkpoint (not fitted alone)",
+            training=training)))
+    return out
