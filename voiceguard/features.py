@@ -102,6 +102,10 @@ class FrontEnd(nn.Module):
                 aux = config.sample_rate / (2 * config.win_length) * torch.sin(2 * torch.pi * n / config.win_length)
             self.register_buffer("aux_window", aux, persistent=False)
             self.register_buffer("band_mean", fb / fb.sum(0).clamp_min(1e-8), persistent=False)
+            to_ceps, from_ceps = _lifter_basis(config.n_fft, config.lifter)
+            # log power -> the low cepstrum (log magnitude = half the log power) -> -2 alpha log S, in two products
+            self.register_buffer("to_ceps", 0.5 * to_ceps, persistent=False)  # (lifter, n_freqs)
+            self.register_buffer("from_ceps", -2.0 * config.alpha * from_ceps, persistent=False)  # (n_freqs, lifter)
         if config.kind == "lfcc":
             dct = AF.create_dct(config.n_coeffs, config.n_filters, norm="ortho")
             self.register_buffer("dct", dct, persistent=False)  # (n_filters, n_coeffs)
@@ -139,21 +143,37 @@ class FrontEnd(nn.Module):
 
     def _phase_slope(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Phase slope [shape=(B, n_filters, T)], before mean removal, of frames ``z``: with Y the STFT of ``x``
-        under the auxiliary window, Re(Y X*) / S^2 (mgd: the modified group delay) or Im(Y X*) / S^2 (ifd: the
+        under the auxiliary window, Re(X Y*) / S^2 (mgd: the modified group delay) or Im(X Y*) / S^2 (ifd: the
         instantaneous frequency deviation), S the cepstrally smoothed magnitude of X; compressed to
         sign(tau) * |tau|^alpha and averaged within each linear band. Unchanged by the level of ``x`` (numerator
         and S^2 scale alike)."""
         c = self.config
         y = torch.stft(x, c.n_fft, c.hop_length, c.win_length, self.aux_window, center=False,
                        return_complex=True)
-        log_mag = torch.log(z.abs().clamp_min(1e-6))  # (B, n_freqs, T)
-        ceps = torch.fft.irfft(log_mag, n=c.n_fft, dim=1)
-        ceps[:, c.lifter:c.n_fft - c.lifter + 1] = 0  # keep the low quefrencies: the smooth envelope
-        smooth = torch.fft.rfft(ceps, dim=1).real  # (B, n_freqs, T), log of S
-        cross = z.real * y.real + z.imag * y.imag if c.kind == "mgd" else z.imag * y.real - z.real * y.imag
-        tau = cross * torch.exp(-2.0 * smooth)
-        slope = tau.sign() * tau.abs().pow(c.alpha)
+        log_power = torch.log((z.real.square() + z.imag.square()).clamp_min(1e-12))  # (B, n_freqs, T)
+        log_gain = torch.matmul(self.from_ceps, torch.matmul(self.to_ceps, log_power))  # -2 alpha log S
+        prod = z * y.conj()
+        cross = prod.real if c.kind == "mgd" else prod.imag
+        # sign(tau) |tau|^alpha with tau = cross / S^2, in the log domain: one exp, no pow
+        slope = torch.copysign(torch.exp(torch.add(log_gain, torch.log(cross.abs()), alpha=c.alpha)), cross)
         return torch.matmul(slope.transpose(1, 2), self.band_mean).transpose(1, 2)  # (B, n_filters, T)
+
+
+def _lifter_basis(n_fft: int, lifter: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cepstral smoothing along frequency as two small products: ``to`` [shape=(lifter, n_freqs)] takes a real
+    spectrum (the one-sided half of an even one) to its cepstrum's first ``lifter`` quefrencies (the inverse FFT's
+    cosine sums); ``from`` [shape=(n_freqs, lifter)] takes those back to a spectrum, their mirror images included.
+    The same as irfft, zeroing quefrencies ``lifter .. n_fft - lifter`` and rfft, without the two FFTs."""
+    import math
+
+    k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)
+    q = torch.arange(lifter, dtype=torch.float64)
+    cos = torch.cos(2 * math.pi * q[:, None] * k[None, :] / n_fft)  # (lifter, n_freqs)
+    bins = torch.full_like(k, 2.0)  # each bin but DC and Nyquist stands for itself and its mirror
+    bins[0] = bins[-1] = 1.0
+    quefs = torch.full_like(q, 2.0)
+    quefs[0] = 1.0
+    return (cos * bins / n_fft).float(), (cos * quefs[:, None]).T.float().contiguous()
 
 
 class StackedFrontEnd(nn.Module):
