@@ -36,9 +36,9 @@ test: setup
 bench: setup
 	$(BIN)/python scripts/bench.py
 
-# Rebuilds the shipped checkpoint from ../shared/corpus (about 6 h on 2 CPU cores): local spoofs, five networks
-# trained apart (on other spoofs; the fourth and fifth read the phase through the modified group delay), combined
-# into one; then its checks and its model card.
+# Rebuilds the shipped checkpoint from ../shared/corpus (about 7 h on 2 CPU cores): local spoofs, six networks
+# trained apart (on other spoofs; the fourth and fifth read the phase through the modified group delay, the sixth
+# through the instantaneous frequency deviation), combined into one; then its checks and its model card.
 GEN := data/gen/manifest.csv data/gen2/manifest.csv
 checkpoint: setup
 	$(BIN)/python scripts/make_spoofs.py --out data/gen --corpus ../shared/corpus
@@ -49,7 +49,8 @@ checkpoint: setup
 	$(BIN)/python scripts/train_default.py --adversary 0.3 --generated data/gen/manifest.csv data/gen4/manifest.csv --generators piper hifigan --out runs/AN/voiceguard
 	$(BIN)/python scripts/train_default.py --adversary 0.3 --generated $(GEN) --features mgd --out runs/PG/voiceguard
 	$(BIN)/python scripts/train_default.py --adversary 0.3 --generated data/gen/manifest.csv data/gen4/manifest.csv --generators piper hifigan --features mgd --out runs/PN/voiceguard
-	$(BIN)/python scripts/combine_checkpoints.py runs/T/voiceguard runs/AH/voiceguard runs/AN/voiceguard runs/PG/voiceguard runs/PN/voiceguard --out checkpoints/voiceguard
+	$(BIN)/python scripts/train_default.py --adversary 0.3 --generated $(GEN) --features ifd --out runs/PI/voiceguard
+	$(BIN)/python scripts/combine_checkpoints.py runs/T/voiceguard runs/AH/voiceguard runs/AN/voiceguard runs/PG/voiceguard runs/PN/voiceguard runs/PI/voiceguard --out checkpoints/voiceguard
 	$(BIN)/python scripts/field_checks.py
 	$(BIN)/voiceguard synth --out data/gen5 --engines kokoro --vocoders -n 30 --seed 7
 	$(BIN)/voiceguard synth --out data/gen6 --engines kokoro --vocoders -n 50 --seed 11
