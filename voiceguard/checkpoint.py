@@ -179,9 +179,8 @@ def members(model, config: CheckpointConfig) -> list[tuple[Any, CheckpointConfig
     """The single networks of a combined checkpoint, each as ``(network, its own CheckpointConfig)`` reading its
     own front-end, so that they can be scored alone or combined anew with others (scripts/combine_checkpoints.py).
     A single network comes back as it is. A member's calibration and threshold are not its own (only the
-    ensemble's were fitted): they are reset to the defaults, so only its logits mean anything. Its training record is the ensemble's, with the member's own entry (command, best epoch, data) laid over it."""
-    from dataclasses import replace as dc_replace
-
+    ensemble's were fitted): they are reset to the defaults, so only its logits mean anything. Its training record
+    is the ensemble's, with the member's own entry (command, best epoch, data) laid over it."""
     if config.model.members == 1:
         return [(model, config)]
     records = config.training.get("members") or []
@@ -194,7 +193,7 @@ def members(model, config: CheckpointConfig) -> list[tuple[Any, CheckpointConfig
         front = config.front_ends[config.model.inputs[i] if config.model.inputs else 0]
         out.append((net, config.replace(
             name=re.sub(r"-x\d+$", "", config.name), features=front, extra_features=(),
-            model=dc_replace(config.model, members=1, inputs=()), calibration=Calibration(),
+            model=replace(config.model, members=1, inputs=()), calibration=Calibration(),
             short_calibration=None, threshold=0.5, threshold_rule="member of a combined checkpoint (not fitted alone)",
             training=training)))
     return out

@@ -119,15 +119,19 @@ class FrontEnd(nn.Module):
             raise ValueError(f"window of {x.shape[-1]} samples is shorter than one FFT ({c.n_fft})")
         return torch.stft(x, c.n_fft, c.hop_length, c.win_length, self.window, center=False, return_complex=True)
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        """``z``: :meth:`stft` of ``x`` when already computed (front-ends on one frame grid share it)."""
+    def forward(self, x: torch.Tensor, shared: dict | None = None) -> torch.Tensor:
+        """``shared``: a dict that front-ends on one frame grid pass along for the same ``x``: each takes from it what
+        another already computed from ``x`` (the Hann STFT; the smoothed power the phase kinds divide by) and
+        leaves there what it computes."""
         import torchaudio.functional as AF
 
         c = self.config
-        if z is None:
-            z = self.stft(x)
+        shared = {} if shared is None else shared
+        if "stft" not in shared:
+            shared["stft"] = self.stft(x)
+        z = shared["stft"]
         if c.kind in PHASE_KINDS:
-            feats = self._phase_slope(x, z)
+            feats = self._phase_slope(x, z, shared)
         else:
             spec = z.real.square() + z.imag.square()  # power, (B, n_freqs, T); 2x faster than abs().pow(2)
             bands = torch.matmul(spec.transpose(1, 2), self.fbank)  # (B, T, n_filters)
@@ -141,7 +145,7 @@ class FrontEnd(nn.Module):
             feats = torch.cat([feats, d1, d2], dim=1)
         return feats - feats.mean(dim=(1, 2) if c.norm == "global" else 2, keepdim=True)
 
-    def _phase_slope(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def _phase_slope(self, x: torch.Tensor, z: torch.Tensor, shared: dict) -> torch.Tensor:
         """Phase slope [shape=(B, n_filters, T)], before mean removal, of frames ``z``: with Y the STFT of ``x``
         under the auxiliary window, Re(X Y*) / S^2 (mgd: the modified group delay) or Im(X Y*) / S^2 (ifd: the
         instantaneous frequency deviation), S the cepstrally smoothed magnitude of X; compressed to
@@ -150,8 +154,11 @@ class FrontEnd(nn.Module):
         c = self.config
         y = torch.stft(x, c.n_fft, c.hop_length, c.win_length, self.aux_window, center=False,
                        return_complex=True)
-        log_power = torch.log((z.real.square() + z.imag.square()).clamp_min(1e-12))  # (B, n_freqs, T)
-        log_gain = torch.matmul(self.from_ceps, torch.matmul(self.to_ceps, log_power))  # -2 alpha log S
+        key = ("log_gain", c.lifter, c.alpha)  # -2 alpha log S, the same for every phase kind of these settings
+        if key not in shared:
+            log_power = torch.log((z.real.square() + z.imag.square()).clamp_min(1e-12))  # (B, n_freqs, T)
+            shared[key] = torch.matmul(self.from_ceps, torch.matmul(self.to_ceps, log_power))
+        log_gain = shared[key]
         prod = z * y.conj()
         cross = prod.real if c.kind == "mgd" else prod.imag
         # sign(tau) |tau|^alpha with tau = cross / S^2, in the log domain: one exp, no pow
@@ -188,8 +195,8 @@ class StackedFrontEnd(nn.Module):
         self.parts = nn.ModuleList(FrontEnd(c) for c in configs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.parts[0].stft(x)  # one Hann STFT for all: same frames, same window
-        return torch.stack([part(x, z) for part in self.parts], dim=1)
+        shared: dict = {}  # one Hann STFT for all (same frames, same window), one smoothed power for the phase kinds
+        return torch.stack([part(x, shared) for part in self.parts], dim=1)
 
 
 def build_frontend(configs: tuple[FeatureConfig, ...]) -> nn.Module:
