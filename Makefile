@@ -50,8 +50,10 @@ checkpoint: setup
 	$(BIN)/python scripts/train_default.py --adversary 0.3 --generated $(GEN) --features mgd --out runs/PG/voiceguard
 	$(BIN)/python scripts/train_default.py --adversary 0.3 --generated data/gen/manifest.csv data/gen4/manifest.csv --generators piper hifigan --features mgd --out runs/PN/voiceguard
 	$(BIN)/python scripts/train_default.py --adversary 0.3 --generated $(GEN) --features ifd --out runs/PI/voiceguard
-	$(BIN)/python scripts/combine_checkpoints.py runs/T/voiceguard runs/AH/voiceguard runs/AN/voiceguard runs/PG/voiceguard runs/PN/voiceguard runs/PI/voiceguard --out checkpoints/voiceguard
+	$(BIN)/python scripts/train_default.py --adversary 0.3 --generated data/gen/manifest.csv data/gen4/manifest.csv --generators piper hifigan --features ifd --out runs/PJ/voiceguard
+	$(BIN)/python scripts/combine_checkpoints.py runs/T/voiceguard runs/AH/voiceguard runs/AN/voiceguard runs/PG/voiceguard runs/PN/voiceguard runs/PI/voiceguard runs/PJ/voiceguard --out checkpoints/voiceguard
 	$(BIN)/python scripts/field_checks.py
+	$(BIN)/python scripts/heldout_checks.py
 	$(BIN)/voiceguard synth --out data/gen5 --engines kokoro --vocoders -n 30 --seed 7
 	$(BIN)/voiceguard synth --out data/gen6 --engines kokoro --vocoders -n 50 --seed 11
 	$(BIN)/python scripts/finetune_check.py --new data/gen6/manifest.csv --test data/gen5/manifest.csv --source hexgrad+kokoro --seeds 0 1 2

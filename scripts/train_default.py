@@ -6,13 +6,13 @@
     .venv/bin/python scripts/train_default.py                      # corpus + data/gen + data/gen2, ~35-70 min on 2 cores
     .venv/bin/python scripts/train_default.py --quick              # a few minutes, for a smoke run
 
-The shipped checkpoint (checkpoints/voiceguard.*) is six such networks, trained on different spoofs, combined
+The shipped checkpoint (checkpoints/voiceguard.*) is seven such networks, trained on different spoofs, combined
 by scripts/combine_checkpoints.py; `make checkpoint` runs the whole recipe. The third (`--generated
 data/gen/manifest.csv data/gen4/manifest.csv --generators piper hifigan`) trains on neural spoofs alone: the
 corpus's, piper's and HiFi-GAN copies, none of the rule-based TTS voices or classic vocoder copies. The fourth
 and fifth (`--features mgd`) are the first and third one's recipes on another front-end: the modified group
-delay, which reads the phase spectrum that the filterbank discards. The sixth (`--features ifd`) is the first
-one's recipe on the phase's slope along time, the instantaneous frequency deviation.
+delay, which reads the phase spectrum that the filterbank discards. The sixth and seventh (`--features ifd`) are
+the first and third one's recipes on the phase's slope along time, the instantaneous frequency deviation.
 
 Data: ../shared/corpus/manifest.csv (real and synthetic speech of many public sources) plus the locally
 generated spoofs in data/gen/manifest.csv (scripts/make_spoofs.py: espeak-ng, festival, flite, piper, and
