@@ -32,42 +32,38 @@ from scripts.train_default import heldout_valset  # noqa: E402
 from voiceguard.calibration import Calibration  # noqa: E402
 from voiceguard.checkpoint import load  # noqa: E402
 from voiceguard.detector import Detector  # noqa: E402
-from voiceguard.metrics import eer  # noqa: E402
-from voiceguard.train import MIN_SHORT_PER_CLASS, score_valset, val_metrics  # noqa: E402
+from voiceguard.train import ValSet, fit_short_calibration, score_valset, val_metrics  # noqa: E402
 
 
-def eers(scores: np.ndarray, y: np.ndarray, cond: np.ndarray) -> dict:
-    """EER (in %) over the finite scores, all / clean / telephone, and how many were scored."""
-    out = {}
-    for name in ("all", "clean", "telephone"):
-        m = np.isfinite(scores) & ((cond == name) if name != "all" else True)
-        out[name] = round(100 * float(eer(scores[m], y[m])[0]), 1) if len(np.unique(y[m])) == 2 else None
-    out["n"] = int(np.isfinite(scores).sum())
-    return out
+def eers(scores: np.ndarray, val: ValSet) -> dict:
+    """:func:`~voiceguard.train.val_metrics` in %: EER over the finite scores, all / clean / telephone, and n."""
+    m = val_metrics(scores, val)
+    return {**{c: round(100 * m[f"eer_{c}"], 1) if f"eer_{c}" in m else None for c in ("all", "clean", "telephone")},
+            "n": m["n"]}
 
 
-def short_clip_rows(logits, short, y, cond, groups, main: Calibration, own: Calibration | None) -> dict:
+def short_clip_rows(logits, short, val: ValSet, main: Calibration, own: Calibration | None) -> dict:
     """The short-clip table: EERs of the clips with a verdict, the short ones alone, and both together with the
-    short ones calibrated three ways (main, their own, their own fitted with each group left out)."""
+    short ones calibrated three ways (main, their own, their own fitted with each source left out)."""
     verdict, is_short = np.isfinite(logits), np.isfinite(short)
-    rows = {"clips with a verdict only": eers(logits, y, cond),
-            "the short clips alone": eers(short, y, cond),
-            "both, short clips through the main calibration": eers(np.where(verdict, logits, short), y, cond)}
+    rows = {"clips with a verdict only": eers(logits, val),
+            "the short clips alone": eers(short, val),
+            "both, short clips through the main calibration": eers(np.where(verdict, logits, short), val)}
     p_main = main.probability(np.nan_to_num(logits))
     if own is not None:
         p = np.where(verdict, p_main, own.probability(np.nan_to_num(short)))
         rows["both, short clips through their own calibration (as shipped)"] = \
-            eers(np.where(verdict | is_short, p, np.nan), y, cond)
-    crossed = np.full(len(y), np.nan)
-    for g in np.unique(groups[is_short]):
-        fit = is_short & (groups != g)
-        if min((y[fit] == 0).sum(), (y[fit] == 1).sum()) < MIN_SHORT_PER_CLASS:
-            continue  # too few short clips elsewhere to fit on: this group's short clips stay out
-        cal = Calibration.fit(short[fit], y[fit])
-        here = is_short & (groups == g)
+            eers(np.where(verdict | is_short, p, np.nan), val)
+    sources = np.array([it.source for it in val.items])
+    crossed = np.full(len(sources), np.nan)
+    for g in np.unique(sources[is_short]):
+        cal = fit_short_calibration(np.where(sources != g, short, np.nan), val)
+        if cal is None:
+            continue  # too few short clips elsewhere to fit on: this source's short clips stay out
+        here = is_short & (sources == g)
         crossed[here] = cal.probability(short[here])
     rows["both, short calibration fitted with each held-out source left out"] = \
-        eers(np.where(verdict, p_main, crossed), y, cond)
+        eers(np.where(verdict, p_main, crossed), val)
     return rows
 
 
@@ -79,25 +75,24 @@ def main(argv=None) -> int:
 
     model, config = load(args.checkpoint)
     val = heldout_valset(config.training)
-    y, cond = val.labels, np.array(val.condition)
-    groups = np.array([it.source for it in val.items])
     logits, short = score_valset(Detector(model, config), val, short=True)
     plain = config.replace(vad=replace(config.vad, neural=False))
     logits_plain = score_valset(Detector(model, plain), val)
 
-    def left_out(z):
-        return {"real": int((~np.isfinite(z) & (y == 0)).sum()), "synthetic": int((~np.isfinite(z) & (y == 1)).sum())}
+    def per_class(mask):
+        return {"real": int((mask & (val.labels == 0)).sum()), "synthetic": int((mask & (val.labels == 1)).sum())}
 
     report = {
         "checkpoint": config.name,
         "files": len(val.items) // 2, "scorings": len(val.items),
-        "silero": {"with the check": {**eers(logits, y, cond), "inconclusive": left_out(logits)},
-                   "WebRTC VAD alone": {**eers(logits_plain, y, cond), "inconclusive": left_out(logits_plain)}},
+        "silero": {
+            "with the check": {**eers(logits, val), "inconclusive": per_class(~np.isfinite(logits))},
+            "WebRTC VAD alone": {**eers(logits_plain, val), "inconclusive": per_class(~np.isfinite(logits_plain))},
+        },
         "short_clips": {
-            "short clips scored": {"real": int((np.isfinite(short) & (y == 0)).sum()),
-                                   "synthetic": int((np.isfinite(short) & (y == 1)).sum())},
+            "short clips scored": per_class(np.isfinite(short)),
             "short calibration": config.short_calibration.to_dict() if config.short_calibration else None,
-            "rows": short_clip_rows(logits, short, y, cond, groups, config.calibration, config.short_calibration),
+            "rows": short_clip_rows(logits, short, val, config.calibration, config.short_calibration),
         },
         "validation_metrics": val_metrics(logits, val),
     }

@@ -849,6 +849,7 @@ def test_the_short_clip_table_calibrates_short_clips_three_ways():
     calibration of their own, fitted on them or on the other sources', they do not."""
     import sys
     from pathlib import Path
+    from types import SimpleNamespace
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from scripts.heldout_checks import short_clip_rows
@@ -858,7 +859,8 @@ def test_the_short_clip_table_calibrates_short_clips_three_ways():
     n = 240
     y = np.tile([0, 1], n // 2)
     cond = np.array(["clean", "telephone"] * (n // 2))[np.argsort(rng.random(n))]
-    groups = np.array([f"src{i % 4}" for i in range(n)])
+    val = ValSet([SimpleNamespace(label=int(y[i]), source=f"src{i % 4}") for i in range(n)], [np.zeros(1)] * n,
+                 list(cond))
     is_short = (np.arange(n) // 2) % 3 == 0  # a third of the clips, both classes, every source
     long_z = np.where(y == 1, 1.0, -1.0) + rng.normal(0, 0.8, n)
     short_z = np.where(y == 1, -2.5, -3.5) + rng.normal(0, 0.1, n)
@@ -866,7 +868,7 @@ def test_the_short_clip_table_calibrates_short_clips_three_ways():
     short = np.where(is_short, short_z, np.nan)
     main_cal = Calibration.fit(logits[~is_short], y[~is_short])
     own = Calibration.fit(short[is_short], y[is_short])
-    rows = short_clip_rows(logits, short, y, cond, groups, main_cal, own)
+    rows = short_clip_rows(logits, short, val, main_cal, own)
 
     assert rows["the short clips alone"]["all"] == 0.0
     assert rows["clips with a verdict only"]["n"] == (~is_short).sum()
