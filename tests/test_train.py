@@ -208,7 +208,8 @@ def test_finetune_flags_default_to_the_python_api_defaults():
     got = {"epochs": args.epochs, "steps_per_epoch": args.steps, "lr": args.lr, "patience": args.patience,
            "max_seconds": args.max_minutes * 60, "l2sp": args.l2sp, "distill": args.distill,
            "replay_fraction": args.replay_fraction, "adversary": args.adversary, "batch_size": args.batch_size,
-           "interpolate": tuple(args.interpolate), "ema": args.ema, "seed": args.seed, "warmup": args.warmup}
+           "interpolate": tuple(args.interpolate), "ema": args.ema, "seed": args.seed, "warmup": args.warmup,
+           "fit_budget": args.fit_budget}
     assert got == {k: getattr(FINETUNE_CONFIG, k) for k in got}
 
 
@@ -261,7 +262,7 @@ def test_finetune_on_fakes_only_through_the_cli(dataset, untrained_checkpoint, t
     assert record["settings"] == {"epochs": 1, "steps_per_epoch": 4, "lr": 1e-3, "warmup": None, "l2sp": 0.0,
                                   "distill": 0.2,
                                   "replay_fraction": 0.25, "adversary": 0.0, "interpolate": [0.5], "ema": 0.0,
-                                  "seed": 0}
+                                  "fit_budget": True, "seed": 0}
     # with --interpolate the fine-tune runs to its last epoch and chooses among its mixes with the start
     assert record["kept_epoch"] == 1 and record["mix"] in (0.0, 0.5, 1.0)
 
@@ -714,6 +715,65 @@ def test_warmup_sets_where_the_learning_rate_peaks(dataset, monkeypatch):
     assert seen[None][0] > 0.9e-3 and seen[None] == sorted(seen[None], reverse=True)  # at (about) its peak
     peak = int(np.argmax(seen[0.5]))
     assert seen[0.5][0] < 1e-4 and 2 <= peak <= 4 and seen[0.5][peak] == pytest.approx(1e-3, rel=0.05)
+
+
+def test_a_fine_tune_slower_than_its_budget_anneals_over_the_epochs_that_fit(dataset, monkeypatch):
+    """--fit-budget: when the epochs are too slow for all of them to fit --max-minutes, the learning rate anneals
+    to about zero over those that do (a clock that advances 10 s per optimiser step makes each epoch 40 s);
+    without it the schedule is cut off with the learning rate still high."""
+    import types
+
+    import voiceguard.train as train_mod
+    from voiceguard.detector import Detector
+
+    items = read_folders(dataset / "real", dataset / "fake")
+    tr, va = split_by_group(items, 0.3, seed=0)
+    clock, lrs = [0.0], []
+    real_step = torch.optim.AdamW.step
+
+    def step(self, *a, **k):
+        lrs.append(self.param_groups[0]["lr"])
+        clock[0] += 10.0
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    monkeypatch.setattr(train_mod, "time", types.SimpleNamespace(time=lambda: clock[0]))
+    seen = {}
+    for fit in (False, True):
+        lrs.clear()
+        clock[0] = 0.0
+        res = train(ClipBank(tr), ValSet.build(ClipBank(va), telephone=False), init_model=Detector.untrained().model,
+                    config=TrainConfig(epochs=6, steps_per_epoch=4, batch_size=8, workers=0, lr=1e-3,
+                                       max_seconds=100, fit_budget=fit))
+        seen[fit] = (list(lrs), res.history)
+    (cut, cut_hist), (fitted, fitted_hist) = seen[False], seen[True]
+    assert len(cut) == len(fitted) == 8  # two 40 s epochs fit 100 s either way
+    assert cut[:4] == fitted[:4]  # the first epoch follows the six-epoch schedule in both
+    assert cut[-1] > 0.5e-3  # cut off two-sixths of the way down
+    assert fitted[-1] < 0.1e-3 and fitted[4:] == sorted(fitted[4:], reverse=True)
+    assert fitted_hist[1].get("planned_epochs") == 2 and "planned_epochs" not in cut_hist[1]
+    assert train_mod.last_epoch_in_budget(8, 1, 510, 120, 100) == 4
+    assert train_mod.last_epoch_in_budget(8, 1, 510, 500, 100) == 1
+    assert train_mod.last_epoch_in_budget(3, 1, 5000, 120, 100) == 3
+
+
+def test_of_epochs_alike_by_the_rule_the_tiebreak_keeps_the_lower(dataset):
+    """train(select=..., tiebreak=...): epochs whose selection keys are equal are told apart by the tiebreak (a
+    fine-tune keeps, of epochs alike on the new data, the one whose original validation EER is lower);
+    without one the earliest stays."""
+    from itertools import count
+
+    from voiceguard.detector import Detector
+
+    tr, va = split_by_group(read_folders(dataset / "real", dataset / "fake"), 0.3, seed=0)
+    val = ValSet.build(ClipBank(va), telephone=False)
+    cfg = TrainConfig(epochs=2, steps_per_epoch=2, batch_size=8, workers=0, lr=1e-3)
+    kept = {}
+    for name, ties in (("none", None), ("later lower", count(0, -1)), ("later higher", count())):
+        res = train(ClipBank(tr), val, config=cfg, init_model=Detector.untrained().model,
+                    select=lambda logits, initial: 0.25, tiebreak=ties and (lambda logits: next(ties)))
+        kept[name] = res.best_epoch
+    assert kept == {"none": 0, "later lower": 2, "later higher": 0}
 
 
 class _CallsEverythingReal(torch.nn.Module):

@@ -389,6 +389,10 @@ def _add_finetune(sub) -> None:
     p.add_argument("--replay-fraction", type=float, default=0.5,
                    help="share of each batch drawn from the replayed original training data when there is any "
                         "(default 0.5)")
+    p.add_argument("--fit-budget", action=argparse.BooleanOptionalAction, default=True,
+                   help="when the epochs run too slowly for all of them to fit --max-minutes, the learning rate "
+                        "anneals over the epochs that fit instead of stopping while still high (default; "
+                        "--no-fit-budget: the schedule of all the epochs, cut off at the budget)")
     p.add_argument("--interpolate", type=float, nargs="*", default=[],
                    metavar="SHARE",
                    help="train to the last epoch, then also try its weights mixed with the starting ones at "
@@ -418,7 +422,8 @@ def _cmd_finetune(args) -> int:
                               config=_train_config(args, l2sp=args.l2sp,
                                                    replay_fraction=args.replay_fraction if replay else 0.0,
                                                    adversary=args.adversary, distill=args.distill,
-                                                   interpolate=tuple(args.interpolate)),
+                                                   interpolate=tuple(args.interpolate),
+                                                   fit_budget=args.fit_budget),
                               val_fraction=args.val_fraction, log_fn=lambda m: print(m, file=sys.stderr),
                               progress=_show_epoch)
     path = checkpoint.save(args.out, result.model, result.config)

@@ -71,6 +71,9 @@ class TrainConfig:
     balance: str = "sqrt"  # how training clips are weighted across sources and speakers (ClipBank.sampling_weights)
     false_alarm_target: float = 0.02  # threshold: at most this share of held-out real clips flagged
     max_seconds: float | None = None  # wall-time budget: no epoch starts that would end past it
+    # with max_seconds: when the epochs run slower than the budget allows for (say seven networks on two CPU
+    # cores), the learning rate anneals over the epochs that fit instead of being cut off still high
+    fit_budget: bool = False
     device: str | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -605,6 +608,22 @@ def sam_step(model, params, rho: float, loss_fn) -> None:
                 p.sub_(e)
 
 
+def last_epoch_in_budget(planned: int, epoch: int, budget: float, elapsed: float, took: float) -> int:
+    """The last epoch to run, at most ``planned``, when ``epoch`` ended ``elapsed`` seconds into a ``budget``
+    and took ``took`` seconds (later epochs assumed as long). ``epoch`` itself when none more fits."""
+    fits = int(max(0.0, budget - elapsed) // max(took, 1e-9))
+    return min(planned, epoch + fits)
+
+
+def anneal_over(opt, steps: int):
+    """A schedule that takes each parameter group's learning rate from where it is now down to about zero in
+    ``steps`` steps (the annealing half of a one-cycle schedule, as a fresh one)."""
+    import torch
+
+    lrs = [g["lr"] for g in opt.param_groups]
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lrs, total_steps=max(2, steps), pct_start=0.0)
+
+
 def _freeze(model):
     """``model`` with gradients turned off (a teacher: its outputs are targets, never trained)."""
     for p in model.parameters():
@@ -623,6 +642,7 @@ def train(
     progress: Callable[[dict], None] | None = None,
     select: Callable[[np.ndarray, np.ndarray | None], float] | None = None,
     describe: Callable[[np.ndarray], dict] | None = None,
+    tiebreak: Callable[[np.ndarray], float] | None = None,
     kd_teacher=None,
 ) -> TrainResult:
     """Train (or fine-tune, when ``init_model`` is given) and return the best model by validation EER.
@@ -634,6 +654,8 @@ def train(
     ``select(logits, initial_logits)``, when given, replaces the overall validation EER as the quantity
     to minimise (early stopping and the epoch kept); ``initial_logits`` are the starting model's.
     ``describe(logits)``, when given, adds its fields to each epoch's record (e.g. per-part EERs).
+    ``tiebreak(logits)``, when given, decides between epochs whose keys are equal (within 1e-4): the lower wins
+    (without it, the earlier epoch).
 
     The returned config carries a calibration fitted on ``val`` and a threshold for
     ``config.false_alarm_target`` on its real clips.
@@ -690,6 +712,7 @@ def train(
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total_steps,
                                                 pct_start=config.warmup if config.warmup is not None
                                                 else 0.1 if init_model is None else 0.0)
+    planned = config.epochs  # the last epoch; config.fit_budget may bring it forward
     workers = default_crop_workers(device) if config.workers is None else max(0, int(config.workers))
     batches = _batches(stream, config.batch_size, workers, config.seed)
 
@@ -704,6 +727,7 @@ def train(
     eval_cfg = base.replace(calibration=Calibration(), trained=True)
     history: list[dict] = []
     best: tuple[float, dict, int] | None = None  # (key, weights, epoch)
+    best_tie = 0.0  # tiebreak's value for the best epoch
     best_logits = None
     bad_epochs = 0
     t0 = time.time()
@@ -760,10 +784,13 @@ def train(
         # the starting weights are a candidate too: an epoch must beat them to replace them
         key0 = select(initial_logits, initial_logits) if select is not None else m0.get("eer_all", 1.0)
         best = (key0, copy.deepcopy(scored.state_dict()), 0)
+        best_tie = tiebreak(initial_logits) if tiebreak is not None else 0.0
         best_logits = initial_logits
         if progress:
             progress(history[-1])
     for epoch in range(1, config.epochs + 1):
+        if epoch > planned:
+            break
         epoch_start = time.time()
         model.train()
         losses, adv_losses = [], []  # detection loss; the source adversary's classification loss
@@ -809,12 +836,19 @@ def train(
                **({"adversary_loss": float(np.mean(adv_losses))} if adv_losses else {}),
                **({"view_gap": float(np.mean(view_gaps))} if view_gaps else {}),
                **m, **(describe(logits) if describe else {}), "seconds": round(time.time() - t0, 1)}
+        elapsed, took = time.time() - t0, time.time() - epoch_start
+        if config.fit_budget and config.max_seconds:
+            last = last_epoch_in_budget(planned, epoch, config.max_seconds, elapsed, took)
+            if epoch < last < planned:  # the rest of the schedule would be cut off: anneal over what fits
+                sched = anneal_over(opt, (last - epoch) * config.steps_per_epoch)
+                planned = rec["planned_epochs"] = last
         history.append(rec)
         if progress:
             progress(rec)
         key = select(logits, initial_logits) if select is not None else m.get("eer_all", 1.0)
-        if best is None or key < best[0] - 1e-4:
-            best = (key, copy.deepcopy(scored.state_dict()), epoch)
+        tie = tiebreak(logits) if tiebreak is not None else 0.0
+        if best is None or key < best[0] - 1e-4 or (key <= best[0] + 1e-4 and tie < best_tie):
+            best, best_tie = (key, copy.deepcopy(scored.state_dict()), epoch), tie
             best_logits = logits
             bad_epochs = 0
         else:
@@ -823,7 +857,7 @@ def train(
             log.info("early stop after epoch %d", epoch)
             break
         # no epoch starts that would end past the budget, judged by the one just run
-        if config.max_seconds and time.time() - t0 + (time.time() - epoch_start) > config.max_seconds:
+        if config.max_seconds and elapsed + took > config.max_seconds:
             log.info("time budget reached after epoch %d", epoch)
             break
     assert best is not None
@@ -885,12 +919,13 @@ ORIGINAL_VAL_FILES = 200  # original validation files re-scored before/after
 FORGET_TOLERANCE = 0.02  # EER the original validation data may lose while fine-tuning picks its epoch
 #: what `finetune` (and `voiceguard finetune`, whose flag defaults must match: tests/test_train.py) runs by default.
 #: No early stop within the 8 epochs: the learning rate starts at its peak and anneals, so the first epochs forget
-#: the most and the last ones recover (with patience 3, one check stopped at epoch 3 and kept nothing)
+#: the most and the last ones recover (with patience 3, one check stopped at epoch 3 and kept nothing). When fewer
+#: than 8 fit the budget (the shipped seven networks: 4 or 5 on 2 CPU cores), the annealing is fitted to them
 FINETUNE_CONFIG = TrainConfig(epochs=8, steps_per_epoch=40, lr=1e-3, patience=8, l2sp=7e-4, distill=0.35,
-                              replay_fraction=0.5, max_seconds=8.5 * 60)
+                              replay_fraction=0.5, max_seconds=8.5 * 60, fit_budget=True)
 #: TrainConfig fields a fine-tune records in the checkpoint (training["finetunes"])
 FINETUNE_SETTINGS = ("epochs", "steps_per_epoch", "lr", "warmup", "l2sp", "distill", "replay_fraction",
-                     "adversary", "interpolate", "ema", "seed")
+                     "adversary", "interpolate", "ema", "fit_budget", "seed")
 
 
 def mix_weights(start: dict, end: dict, share: float) -> dict:
@@ -1051,7 +1086,7 @@ def finetune(
     (when available); the loss keeps the replayed clips' logits near the starting model's
     (``TrainConfig.distill``) and pulls the weights towards the starting ones (L2-SP). The epoch kept (and
     early stopping) follows the new validation part's EER, as long as the original validation data loses at
-    most ``FORGET_TOLERANCE``. With ``TrainConfig.interpolate`` the fine-tune instead runs to its last epoch,
+    most ``FORGET_TOLERANCE`` (of epochs alike on the new data, the one that lost less there). With ``TrainConfig.interpolate`` the fine-tune instead runs to its last epoch,
     whose weights are mixed with the starting ones at those shares (weight-space ensembling, see
     :func:`mix_weights`), and the best mix by that rule is kept (the last epoch or the start included). The
     calibration is re-fitted on both parts together. EERs before and after are reported on both.
@@ -1134,6 +1169,9 @@ def finetune(
             key += 5.0 * max(0.0, parts["original"]["eer_all"] - start - FORGET_TOLERANCE)
         return key
 
+    def original_eer(logits: np.ndarray) -> float:  # ties on the new data: the epoch that kept more
+        return per_part(logits)["original"].get("eer_all", 1.0)
+
     def describe(logits: np.ndarray) -> dict:  # both parts' EER in each epoch's record
         return {f"{part}_eer_all": m["eer_all"] for part, m in per_part(logits).items() if "eer_all" in m}
 
@@ -1146,7 +1184,8 @@ def finetune(
     # with interpolation the fine-tune runs to its end (the annealed last epoch, as in WiSE-FT) and the rule
     # chooses among its mixes with the starting weights instead of among epochs
     result = train(new_bank, combined, config=cfg, base=base, init_model=model, replay_bank=replay_bank,
-                   progress=progress, select=last_epoch if cfg.interpolate else select, describe=describe)
+                   progress=progress, select=last_epoch if cfg.interpolate else select, describe=describe,
+                   tiebreak=None if cfg.interpolate else original_eer)
     mix = 1.0
     if cfg.interpolate and result.best_epoch > 0:
         result, mix = _interpolated(result, start_state, combined, cfg, base, select, log_fn)
