@@ -1086,10 +1086,11 @@ def finetune(
     (when available); the loss keeps the replayed clips' logits near the starting model's
     (``TrainConfig.distill``) and pulls the weights towards the starting ones (L2-SP). The epoch kept (and
     early stopping) follows the new validation part's EER, as long as the original validation data loses at
-    most ``FORGET_TOLERANCE`` (of epochs alike on the new data, the one that lost less there). With ``TrainConfig.interpolate`` the fine-tune instead runs to its last epoch,
-    whose weights are mixed with the starting ones at those shares (weight-space ensembling, see
-    :func:`mix_weights`), and the best mix by that rule is kept (the last epoch or the start included). The
-    calibration is re-fitted on both parts together. EERs before and after are reported on both.
+    most ``FORGET_TOLERANCE`` (of epochs alike on the new data, the one that lost less there). With
+    ``TrainConfig.interpolate`` the fine-tune instead runs to its last epoch, whose weights are mixed with the
+    starting ones at those shares (weight-space ensembling, see :func:`mix_weights`), and the best mix by that
+    rule is kept (the last epoch or the start included). The calibration is re-fitted on both parts together.
+    EERs before and after are reported on both.
     """
     t0 = time.time()
     config = config or replace(FINETUNE_CONFIG)
