@@ -438,8 +438,8 @@ def _cmd_finetune(args) -> int:
     lost = report.forgetting()
     if lost >= FORGETTING_NOTE:
         print(f"note: the original validation data lost {lost * 100:.1f} points of EER: the new model may have "
-              "forgotten some of what it knew (a point or two is within this measure's noise); check it on real calls of "
-              "your own, or fine-tune with more new data",
+              "forgotten some of what it knew (a point or two is within this measure's noise); check it on real "
+              "calls of your own, or fine-tune with more new data",
               file=sys.stderr)
     kept = f"epoch {report.kept_epoch}" if report.kept_epoch else "the starting weights"
     if report.kept_epoch and report.mix < 1.0:
