@@ -1,6 +1,8 @@
 """The inference path: invariances, locality, determinism, memory, inconclusive cases."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import subprocess
 import sys
 
@@ -157,3 +159,27 @@ def test_regions_exist_exactly_when_the_verdict_is_synthetic(untrained_checkpoin
     assert (r.verdict == "synthetic") == bool(r.regions), (r.probability, r.regions)
     for reg in r.regions:
         assert reg.probability >= threshold - 1e-9 and reg.end > reg.start
+
+
+def test_a_scoring_plan_rescored_with_other_weights_gives_what_scoring_in_full_does():
+    """Training scores its validation set after every epoch: the windows, speech checks and features are made
+    once (prepare_arrays) and only the networks run again (rescore), with the same results as a full scoring."""
+    signals = [speech_like(3.8, seed=1, pauses=False), speech_like(25.0, seed=2), np.zeros(16000 * 5, np.float32),
+               speech_like(9.0, seed=3)[::2].copy()]  # the last one at 8 kHz, resampled like any other
+    rates = [16000, 16000, 16000, 8000]
+    first, second = Detector.untrained(seed=0, device="cpu"), Detector.untrained(seed=1, device="cpu")
+    for rate in (16000, 8000):
+        chosen = [x for x, r in zip(signals, rates) if r == rate]
+        plan = first.prepare_arrays(chosen, rate)
+        assert plan is not None and plan.batches
+        for det in (first, second, first):  # other weights, then the first ones again: nothing left over
+            full = [o.results[0].to_dict() for o in det.score_arrays(chosen, rate)]
+            assert [o.results[0].to_dict() for o in det.rescore(plan)] == full
+        assert len({round(o.results[0].logit, 6) for o in second.rescore(plan) if o.results[0].logit is not None}
+                   ^ {round(o.results[0].logit, 6) for o in first.rescore(plan) if o.results[0].logit is not None}) > 0
+    assert first.rescore(first.prepare_arrays([signals[2]], 16000))[0].results[0].verdict == "inconclusive"
+    assert first.prepare_arrays(signals[:2], 16000, max_bytes=1000) is None  # too large to keep: score in full
+    other = Detector.untrained(first.config.replace(window=replace(first.config.window, hop_seconds=1.0)),
+                                 device="cpu")
+    with pytest.raises(ValueError, match="other windows"):
+        other.rescore(first.prepare_arrays(signals[:1], 16000))

@@ -23,7 +23,7 @@ from . import audio as audio_io
 from .checkpoint import CheckpointConfig
 from .errors import AudioLoadError, VoiceGuardError
 from .vad import FRAME_SECONDS, SpeechCheck, SpeechDetector
-from .windows import flag_regions, run_scores, touching
+from .windows import flag_regions, run_scores, touching, window_starts
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ VERDICTS = ("synthetic", "human", "inconclusive")
 DEFAULT_BATCH = 32  # windows per model call
 DITHER_RMS = 1e-4  # -80 dBFS
 MAX_PENDING_FILES = 64  # files read ahead while their windows wait for a full batch
+PLAN_MAX_BYTES = 1 << 30  # features a ScoringPlan may keep; a larger set of signals is scored in full each time
 
 
 @dataclass
@@ -186,6 +187,19 @@ class _Job:
     duration: float = 0.0
 
 
+@dataclass
+class ScoringPlan:
+    """What scoring a fixed set of signals takes besides the model: their windows after both speech checks
+    and those windows' features, made once by :meth:`Detector.prepare_arrays` and re-scored with any weights
+    by :meth:`Detector.rescore` (a training run's validation set, scored after every epoch). Re-scoring
+    runs only the networks, on the same batches, so it gives what scoring the signals in full would."""
+
+    key: tuple  # the settings the windows and features depend on (see Detector._plan_key)
+    jobs: list[_Job] = field(default_factory=list)
+    batches: list[tuple[list[tuple[_Track, int]], object]] = field(default_factory=list)  # (windows, features)
+    nbytes: int = 0
+
+
 class Detector:
     """A loaded model with its front-end, windowing, calibration and threshold.
 
@@ -297,6 +311,45 @@ class Detector:
                                                   self.config.sample_rate)])) for x in signals)
         return self._score_sources(sources, channels="mix")
 
+    def prepare_arrays(self, signals: list[np.ndarray], sample_rate: int,
+                       max_bytes: int = PLAN_MAX_BYTES) -> ScoringPlan | None:
+        """Windows, speech checks and features of mono signals, kept for :meth:`rescore`; None when their
+        features could take more than ``max_bytes`` (score them with :meth:`score_arrays` then)."""
+        import torch
+
+        signals = [audio_io.resample(audio_io.validate_samples(x, sample_rate), sample_rate,
+                                     self.config.sample_rate) for x in signals]
+        with torch.inference_mode():  # bytes of one window's features, times the most windows there can be
+            per_window = self.frontend(torch.zeros(1, self.win, device=self.device)).numel() * 4
+        most = sum(len(window_starts(x.shape[-1], self.win, self.hop)) for x in signals)
+        if most * per_window > max_bytes:
+            return None
+        plan = ScoringPlan(self._plan_key())
+        for _ in self._score_sources(((None, iter([x])) for x in signals), channels="mix", plan=plan):
+            pass
+        return plan
+
+    def rescore(self, plan: ScoringPlan) -> list[FileOutcome]:
+        """Outcomes of the signals of ``plan`` (from :meth:`prepare_arrays`) with this detector's model: the
+        networks alone run. Its windowing, speech checks and front-ends must be the plan's."""
+        import torch
+
+        if plan.key != self._plan_key():
+            raise ValueError("this scoring plan was made with other windows, speech checks or front-ends")
+        with torch.inference_mode():
+            for windows, feats in plan.batches:
+                logits = self.model(feats.to(self.device)).float().cpu().numpy()
+                for (track, k), z in zip(windows, logits):
+                    track.logits[k] = float(z)
+        return [self._finish(job) for job in plan.jobs]
+
+    def can_rescore(self, plan: ScoringPlan | None) -> bool:
+        return plan is not None and plan.key == self._plan_key()
+
+    def _plan_key(self) -> tuple:
+        c = self.config
+        return (c.sample_rate, c.window, c.vad, tuple(c.front_ends), self.batch_size)
+
     def score_files(self, paths: Iterable[str | os.PathLike], *, channels: str = "mix",
                     progress: Callable[[FileOutcome], None] | None = None) -> Iterator[FileOutcome]:
         """Score many files, packing their windows into shared batches; yields outcomes in input order.
@@ -315,7 +368,9 @@ class Detector:
         vad = SpeechDetector(self.config.vad, self.config.sample_rate)
         return _Track(channel, _Windower(self.win, self.hop, self.min_len, vad))
 
-    def _score_sources(self, sources, *, channels: str) -> Iterator[FileOutcome]:
+    def _score_sources(self, sources, *, channels: str, plan: ScoringPlan | None = None) -> Iterator[FileOutcome]:
+        """Outcomes in input order; with ``plan``, its jobs and batches are recorded instead (the model is not
+        run and nothing is yielded)."""
         queue: deque[_Job] = deque()
         batch: list[tuple[_Job, _Track, int, np.ndarray]] = []
 
@@ -331,12 +386,14 @@ class Detector:
                 else:
                     track.logits.append(None)
             if len(batch) >= self.batch_size:
-                self._run_batch(batch)
+                self._run_batch(batch, plan)
                 batch.clear()
 
         for path, blocks in sources:
             job = _Job(path or "")
             queue.append(job)
+            if plan is not None:
+                plan.jobs.append(job)
             try:
                 for block in blocks:  # (C, n) float32 at the model rate
                     if not job.tracks:
@@ -357,18 +414,24 @@ class Detector:
                 job.error = AudioLoadError(f"{path}: out of memory while decoding", kind="too-long")
                 batch[:] = [b for b in batch if b[0] is not job]
             job.done = True
+            if plan is not None:  # a kept job needs its speech frames, not its samples
+                for track in job.tracks:
+                    track.windower.buf = track.windower._vad_rest = np.zeros(0, np.float32)
             if len(queue) > MAX_PENDING_FILES and batch:  # bound the look-ahead of packing
-                self._run_batch(batch)
+                self._run_batch(batch, plan)
                 batch.clear()
             while queue and queue[0].done and queue[0].unscored == 0:
-                yield self._finish(queue.popleft())
+                job = queue.popleft()
+                if plan is None:
+                    yield self._finish(job)
         if batch:
-            self._run_batch(batch)
+            self._run_batch(batch, plan)
             batch.clear()
-        while queue:
+        while queue and plan is None:
             yield self._finish(queue.popleft())
 
-    def _run_batch(self, batch: list[tuple[_Job, _Track, int, np.ndarray]]) -> None:
+    def _run_batch(self, batch: list[tuple[_Job, _Track, int, np.ndarray]], plan: ScoringPlan | None = None) -> None:
+        """Score a batch of windows; with ``plan``, record the kept windows' features there instead."""
         import torch
 
         # a window shorter than the model's (a short call) is tiled to full length, as in training
@@ -380,7 +443,12 @@ class Detector:
         if keep.any():
             x = x[keep] + self._dither
             with torch.inference_mode():
-                logits[keep] = self.model(self.frontend(torch.from_numpy(x).to(self.device))).float().cpu().numpy()
+                feats = self.frontend(torch.from_numpy(x).to(self.device))
+                if plan is None:
+                    logits[keep] = self.model(feats).float().cpu().numpy()
+                else:
+                    plan.batches.append(([(b[1], b[2]) for b, ok in zip(batch, keep) if ok], feats.cpu()))
+                    plan.nbytes += feats.numel() * feats.element_size()
         for (job, track, k, _), z, ok in zip(batch, logits, keep):
             if ok:
                 track.logits[k] = float(z)

@@ -461,6 +461,8 @@ class ValSet:
     items: list[Item]
     signals: list[np.ndarray]
     condition: list[str]  # "clean" | "telephone"
+    #: windows and features of the signals, kept by :func:`score_valset` for the next scoring (False: too large)
+    plan: object = field(default=None, repr=False, compare=False)
 
     @classmethod
     def build(cls, bank: ClipBank, *, telephone: bool = True, max_seconds: float = 20.0) -> "ValSet":
@@ -492,7 +494,13 @@ def score_valset(detector, val: ValSet, *, short: bool = False):
     ``(logits, short_logits)``, the second holding the logits of the clips left inconclusive for too little
     speech that still had a window scored (NaN elsewhere), on which the short-clip calibration is fitted."""
     out, out_short = [], []
-    for o in detector.score_arrays(val.signals, audio_io.SAMPLE_RATE):
+    # the windows, speech checks and features do not change with the weights: made once, then only the
+    # networks run (a training run scores its validation set after every epoch)
+    if val.plan is not False and not detector.can_rescore(val.plan):
+        val.plan = detector.prepare_arrays(val.signals, audio_io.SAMPLE_RATE) or False
+    outcomes = detector.rescore(val.plan) if val.plan is not False else \
+        detector.score_arrays(val.signals, audio_io.SAMPLE_RATE)
+    for o in outcomes:
         r = o.results[0] if o.ok else None
         z = np.nan if r is None or r.logit is None else r.logit
         out.append(np.nan if r is None or r.verdict == "inconclusive" else z)
