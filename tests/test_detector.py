@@ -1,10 +1,9 @@
 """The inference path: invariances, locality, determinism, memory, inconclusive cases."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest

@@ -197,7 +197,6 @@ class ScoringPlan:
     key: tuple  # the settings the windows and features depend on (see Detector._plan_key)
     jobs: list[_Job] = field(default_factory=list)
     batches: list[tuple[list[tuple[_Track, int]], object]] = field(default_factory=list)  # (windows, features)
-    nbytes: int = 0
 
 
 class Detector:
@@ -334,7 +333,7 @@ class Detector:
         networks alone run. Its windowing, speech checks and front-ends must be the plan's."""
         import torch
 
-        if plan.key != self._plan_key():
+        if not self.can_rescore(plan):
             raise ValueError("this scoring plan was made with other windows, speech checks or front-ends")
         with torch.inference_mode():
             for windows, feats in plan.batches:
@@ -448,7 +447,6 @@ class Detector:
                     logits[keep] = self.model(feats).float().cpu().numpy()
                 else:
                     plan.batches.append(([(b[1], b[2]) for b, ok in zip(batch, keep) if ok], feats.cpu()))
-                    plan.nbytes += feats.numel() * feats.element_size()
         for (job, track, k, _), z, ok in zip(batch, logits, keep):
             if ok:
                 track.logits[k] = float(z)
