@@ -74,12 +74,13 @@ def without_spoofs(items: list, held_out=HELD_OUT_SOURCES) -> list:
 
 
 def heldout_valset(record: dict, exclude: str | None = None, fakes: list | None = None,
-                   sources: list | None = None) -> ValSet:
+                   sources: list | None = None, copies: int = 1) -> ValSet:
     """The validation set a checkpoint trained by this script was validated on, rebuilt from its training
     record (manifests and held-out sources): clean and telephone copies, as during training. ``exclude``: a
     source left out together with everything made from its clips (to measure "elsewhere" after fine-tuning on it).
     ``fakes``: synthetic items that take the place of the held-out synthetic clips (the real ones stay).
-    ``sources``: keep only the synthetic clips of these sources (the real ones stay)."""
+    ``sources``: keep only the synthetic clips of these sources (the real ones stay). ``copies``: telephone copies
+    of each clip, each through another codec (see ``ValSet.build``)."""
     items = []
     for m in record["replay"]["manifests"]:
         if (ROOT / m).exists():
@@ -91,7 +92,7 @@ def heldout_valset(record: dict, exclude: str | None = None, fakes: list | None 
         items = [it for it in items if not it.label] + [it for it in fakes if it.label]
     if sources is not None:
         items = [it for it in items if not it.label or it.source in sources]
-    return ValSet.build(ClipBank(items, max_seconds=20.0))
+    return ValSet.build(ClipBank(items, max_seconds=20.0), copies=copies)
 
 
 def per_source_report(logits: np.ndarray, val: ValSet, config: CheckpointConfig) -> dict:
