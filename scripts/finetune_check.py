@@ -39,8 +39,8 @@ class Elsewhere:
     """EER on the held-out sources unrelated to ``source`` (neither its clips nor copy-syntheses of them), before
     and after a fine-tune: what it costs elsewhere. Each file is scored clean and through every telephone codec of
     the validation, as the command's own check does (with one codec per file, one fine-tuned model's cost here read
-    +2.4 points; with all four, +0.5 at most, pooled, clean or telephone). The set is decoded and the starting model scored once, however many
-    fine-tunes are compared with it."""
+    +2.4 points; with all four, +0.5 at most, pooled, clean or telephone). The set is decoded and the starting model
+    scored once, however many fine-tunes are compared with it."""
 
     def __init__(self, start: str | None, source: str) -> None:
         from scripts.train_default import heldout_valset
@@ -63,14 +63,14 @@ class Elsewhere:
         from voiceguard.train import eer_lost
 
         after = self._metrics(_load(tuned))
-        return (self.describe(self.before, after, f"On the {self.files} held-out files unrelated to {self.source}")[:-2]
-                + f"; largest rise {eer_lost(self.before, after) * 100:+.1f} points).")
+        return self.describe(self.before, after, f"On the {self.files} held-out files unrelated to {self.source}",
+                             f"; largest rise {eer_lost(self.before, after) * 100:+.1f} points")
 
     @staticmethod
-    def describe(a: dict, b: dict, what: str) -> str:
+    def describe(a: dict, b: dict, what: str, tail: str = "") -> str:
         return (f"{what} (each clean and through {FINETUNE_TELEPHONE_COPIES} telephone codecs): EER "
                 f"{a['eer_all']:.1%} before, {b['eer_all']:.1%} after (clean {a['eer_clean']:.1%} → "
-                f"{b['eer_clean']:.1%}, telephone {a['eer_telephone']:.1%} → {b['eer_telephone']:.1%}).")
+                f"{b['eer_clean']:.1%}, telephone {a['eer_telephone']:.1%} → {b['eer_telephone']:.1%}{tail}).")
 
 
 class RestOfOutput(Elsewhere):

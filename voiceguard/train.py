@@ -1068,8 +1068,9 @@ class FinetuneReport:
 
     def forgetting(self) -> float:
         """EER the original validation data lost (the largest rise of its pooled, clean and telephone EERs, see
-        :func:`eer_lost`; 0 when none rose or it was not scored). Measured on at most ``ORIGINAL_VAL_FILES`` files, so a point or so is noise (the whole held-out set of the
-        shipped checkpoint: a bootstrap standard deviation of 1.3-1.9 points in session 32)."""
+        :func:`eer_lost`; 0 when none rose or it was not scored). Measured on at most ``ORIGINAL_VAL_FILES`` files,
+        so a point or so is noise (the whole held-out set of the shipped checkpoint: a bootstrap standard deviation
+        of 1.3-1.9 points in session 32)."""
         lost = eer_lost(self.before.get("original", {}), self.after.get("original", {}))
         return 0.0 if lost is None else max(0.0, lost)
 
