@@ -51,9 +51,20 @@ class Elsewhere:
         self.before = self._metrics(det)
 
     def _metrics(self, det) -> dict:
+        """The EERs (pooled, clean, telephone) of ``det``; the logits under ``"logits"``."""
         from voiceguard.train import score_valset, val_metrics
 
-        return val_metrics(score_valset(det, self.val), self.val)
+        logits = score_valset(det, self.val)
+        return dict(val_metrics(logits, self.val), logits=logits)
+
+    def change(self, after: dict) -> str:
+        """The pooled EER's change with its 95 % paired bootstrap interval (a file and its copies drawn together)."""
+        from voiceguard.train import val_change
+
+        c = val_change(self.before["logits"], after["logits"], self.val)
+        return (f"; pooled change {100 * c['change']:+.1f} points, 95 % CI {100 * c['low']:+.1f} to "
+                f"{100 * c['high']:+.1f} ({c['verdict']}; {c['n_units'][0]} real and {c['n_units'][1]} synthetic "
+                "files drawn)")
 
     @property
     def files(self) -> int:
@@ -64,7 +75,7 @@ class Elsewhere:
 
         after = self._metrics(_load(tuned))
         return self.describe(self.before, after, f"On the {self.files} held-out files unrelated to {self.source}",
-                             f"; largest rise {eer_lost(self.before, after) * 100:+.1f} points")
+                             f"; largest rise {eer_lost(self.before, after) * 100:+.1f} points{self.change(after)}")
 
     @staticmethod
     def describe(a: dict, b: dict, what: str, tail: str = "") -> str:
@@ -90,9 +101,10 @@ class RestOfOutput(Elsewhere):
 
     def line(self, tuned: Path) -> str:
         real = self.files - self.n_fakes
-        return self.describe(self.before, self._metrics(_load(tuned)),
-                             f"The rest of its output, {self.n_fakes} other clips ({self.manifest}), against the "
-                             f"{real} held-out real clips")
+        after = self._metrics(_load(tuned))
+        return self.describe(self.before, after, f"The rest of its output, {self.n_fakes} other clips "
+                                                 f"({self.manifest}), against the {real} held-out real clips",
+                             self.change(after))
 
 
 def _load(path):

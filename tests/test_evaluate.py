@@ -108,6 +108,9 @@ def test_cli_evaluate_json_manifest_with_unreadable_file(corpus, tmp_path, capsy
     (["--real", "{real}", "--manifest", "{real}/x.csv"], "no such manifest"),
     (["--protocol", "{real}/no-such-protocol.txt"], "no such protocol"),
     (["--real", "{real}", "--by", "no_such_column", "--checkpoint", "{ckpt}"], "cannot group by"),
+    (["--real", "{real}", "--resample-by", "no_such_column", "--checkpoint", "{ckpt}"], "cannot resample by"),
+    (["--real", "{real}", "--resamples", "-1", "--checkpoint", "{ckpt}"], "--resamples must be 0 or more"),
+    (["--real", "{real}", "--checkpoint", "{ckpt}", "--baseline", "{real}/missing"], "no checkpoint"),
     (["--real", "{real}", "--checkpoint", "{real}/missing"], "no checkpoint"),
 ])
 def test_cli_evaluate_bad_arguments_exit_2(corpus, capsys, argv, match):

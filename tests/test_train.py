@@ -179,13 +179,21 @@ def test_finetune_then_evaluate_through_the_cli(dataset, untrained_checkpoint, t
     out = run_cli("finetune", "--real", dataset / "real", "--fake", dataset / "fake", "--from", untrained_checkpoint,
                   "--out", tmp_path / "ft", "--epochs", "2", "--steps", "6", "--batch-size", "16", "--workers", "0")
     assert out.returncode == 0, out.stderr
-    assert re.search(r"EER on the new data's validation part: before .*%; after .*%", out.stdout)
+    assert re.search(r"EER on the new data's validation part: before .*%; after .*%\n  pooled: [+-]\d+\.\d points "
+                     r"\(95 % CI [+-]\d+\.\d to [+-]\d+\.\d, \d+ clips drawn with their telephone copies\): "
+                     r"(better|worse|within noise)", out.stdout), out.stdout
     assert (tmp_path / "ft.safetensors").exists() and (tmp_path / "ft.json").exists()
     ev = run_cli("evaluate", "--real", dataset / "real", "--fake", dataset / "fake", "--checkpoint",
                  tmp_path / "ft.safetensors", "--by", "generator", "--plot", tmp_path / "plots",
-                 "--scores", tmp_path / "scores.csv")
+                 "--scores", tmp_path / "scores.csv", "--baseline", untrained_checkpoint)
     assert ev.returncode == 0, ev.stderr
-    assert "EER" in ev.stdout
+    assert re.search(r"EER +[0-9.]+ +\([0-9.]+ %, 95 % CI [0-9.]+-[0-9.]+ %;", ev.stdout), ev.stdout
+    # did the fine-tune help? the same recordings scored by both, the change with its interval
+    change = re.search(r"against the baseline .*\n  EER ([0-9.]+) % -> ([0-9.]+) %: [+-][0-9.]+ points \(95 % CI "
+                       r"([+-][0-9.]+) to ([+-][0-9.]+)\): (better|worse|within noise)", ev.stdout)
+    assert change, ev.stdout
+    low, high, verdict = float(change[3]), float(change[4]), change[5]
+    assert low <= high and verdict == ("better" if high < 0 else "worse" if low > 0 else "within noise")
     assert (tmp_path / "plots" / "det.png").exists()
     rows = (tmp_path / "scores.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 24 + 24

@@ -153,6 +153,14 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--asvspoof-scores", metavar="OUT.txt",
                    help="write 'trial score' lines in ASVspoof format (higher = bona fide)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--baseline", nargs="?", const="", metavar="FILE",
+                   help="also score the recordings with this checkpoint (alone: the shipped one) and report how "
+                        "the EER changed, with a paired bootstrap interval: better, worse or within noise")
+    p.add_argument("--resamples", type=int, default=2000, metavar="N",
+                   help="bootstrap resamples for the 95%% intervals of the EERs (default 2000; 0: no intervals)")
+    p.add_argument("--resample-by", metavar="KEY",
+                   help="resample whole groups of this column (e.g. speaker: one speaker's recordings are not "
+                        "independent evidence); default: recording by recording")
     _add_model_args(p)
     p.set_defaults(func=_cmd_evaluate)
 
@@ -160,14 +168,33 @@ def _add_evaluate(sub) -> None:
 def _cmd_evaluate(args) -> int:
     from tqdm import tqdm
 
-    from .evaluate import evaluate, format_report
+    from .detector import Detector
+    from .evaluate import compare, evaluate, format_comparison, format_report
 
+    if args.resamples < 0:
+        raise ValueError(f"--resamples must be 0 or more, not {args.resamples}")
     items = _read_data_args(args)
     det = _load_detector(args)
-    with tqdm(total=len(items), unit="file", file=sys.stderr, disable=None, leave=False) as bar:
-        report = evaluate(det, items, by=args.by, plot_dir=args.plot, scores_csv=args.scores,
-                          asvspoof_scores=args.asvspoof_scores, progress=lambda done, total: bar.update(1))
-    print(json.dumps(report.to_dict()) if args.json else format_report(report), flush=True)
+    detectors = [det] if args.baseline is None else [det, Detector.load(args.baseline or None, device=args.device)]
+    reports = []
+    for i, d in enumerate(detectors):
+        with tqdm(total=len(items), unit="file", file=sys.stderr, disable=None, leave=False,
+                  desc="baseline" if i else None) as bar:
+            reports.append(evaluate(d, items, by=args.by, plot_dir=args.plot if i == 0 else None,
+                                    scores_csv=args.scores if i == 0 else None,
+                                    asvspoof_scores=args.asvspoof_scores if i == 0 else None,
+                                    progress=lambda done, total: bar.update(1), resamples=args.resamples,
+                                    resample_by=args.resample_by))
+    report = reports[0]
+    comparison = compare(reports[1], report, resample_by=args.resample_by, resamples=args.resamples) \
+        if len(reports) > 1 and report.counts["scored"] else None
+    if args.json:
+        out = report.to_dict()
+        if comparison is not None:
+            out["comparison"] = comparison.to_dict()
+        print(json.dumps(out), flush=True)
+    else:
+        print(format_report(report) + ("\n\n" + format_comparison(comparison) if comparison else ""), flush=True)
     if report.counts["scored"] == 0:
         _err(f"none of the {report.counts['items']} recordings could be scored")
         return EXIT_USAGE
@@ -431,10 +458,17 @@ def _cmd_finetune(args) -> int:
     def fmt(d: dict) -> str:
         return ", ".join(f"{k.replace('eer_', '')} {v:.1%}" for k, v in d.items() if k.startswith("eer_")) or "n/a"
 
+    def change(part: str) -> str:
+        c = report.changes.get(part)
+        if c is None or c["verdict"] is None:
+            return ""
+        return (f"\n  pooled: {100 * c['change']:+.1f} points (95 % CI {100 * c['low']:+.1f} to "
+                f"{100 * c['high']:+.1f}, {sum(c['n_units'])} clips drawn with their telephone copies): {c['verdict']}")
+
     print(f"EER on the new data's validation part: before {fmt(report.before['new'])}; "
-          f"after {fmt(report.after['new'])}")
+          f"after {fmt(report.after['new'])}{change('new')}")
     print(f"EER on the original validation data:  before {fmt(report.before['original'])}; "
-          f"after {fmt(report.after['original'])}")
+          f"after {fmt(report.after['original'])}{change('original')}")
     lost = report.forgetting()
     if lost >= FORGETTING_NOTE:
         print(f"note: the original validation data lost {lost * 100:.1f} points of EER: the new model may have "

@@ -170,12 +170,14 @@ def _num(x: float | None) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
 
 
-def summary(scores, labels, threshold: float | None = None) -> dict:
+def summary(scores, labels, threshold: float | None = None, *, clusters: Sequence | None = None,
+            resamples: int = 0) -> dict:
     """All metrics in one JSON-safe dict (``None`` where undefined, e.g. EER with one class only).
 
     Keys: ``n, n_bonafide, n_spoof, eer, eer_threshold, min_dcf, min_dcf_threshold, auc`` and, when a
     threshold is given, ``threshold, false_alarm, miss, n_false_alarm, n_miss``. ``dcf`` holds the cost
-    parameters used.
+    parameters used. ``resamples`` > 0: also ``eer_ci``, the [low, high] bootstrap interval of
+    :func:`eer_interval` over that many resamples (``clusters`` resampled whole).
     """
     s, y = _check(scores, labels)
     n_h, n_s = int((y == 0).sum()), int((y == 1).sum())
@@ -186,6 +188,9 @@ def summary(scores, labels, threshold: float | None = None) -> dict:
         e, et = eer(s, y)
         d, dt = min_dcf(s, y)
         out.update(eer=e, eer_threshold=_num(et), min_dcf=d, min_dcf_threshold=_num(dt), auc=roc_auc(s, y))
+        if resamples:
+            ci = eer_interval(s, y, clusters, n_resamples=resamples)
+            out["eer_ci"] = None if ci["low"] is None else [ci["low"], ci["high"]]
     if threshold is not None:
         fa, mi = rates_at_threshold(s, y, threshold)
         out.update(threshold=float(threshold), false_alarm=_num(fa), miss=_num(mi),
@@ -194,7 +199,33 @@ def summary(scores, labels, threshold: float | None = None) -> dict:
     return out
 
 
-def by_group(scores, labels, groups: Sequence[str], *, threshold: float | None = None) -> dict[str, dict]:
+def group_masks(labels, groups: Sequence[str]) -> dict[str, tuple[np.ndarray, str | None]]:
+    """Which recordings each group's EER is measured on, in sorted group order: ``name -> (mask, vs)``.
+
+    ``vs`` is ``"group"`` for a group holding both classes (its own recordings), ``"all bonafide"`` for a group
+    of synthetic recordings only (they and every human recording) and None for a group without an EER (human
+    recordings only; the mask is then the group's own recordings).
+    """
+    y = np.asarray(labels).ravel()
+    g = np.asarray([str(v) for v in groups], dtype=object)
+    if g.shape != y.shape:
+        raise ValueError(f"groups and labels differ in length ({g.size} vs {y.size})")
+    human = y == 0
+    out = {}
+    for name in sorted(set(g.tolist())):
+        m = g == name
+        n_h, n_s = int((human & m).sum()), int((~human & m).sum())
+        if n_h and n_s:
+            out[name] = (m, "group")
+        elif n_s and human.any():
+            out[name] = (m | human, "all bonafide")
+        else:
+            out[name] = (m, None)
+    return out
+
+
+def by_group(scores, labels, groups: Sequence[str], *, threshold: float | None = None,
+             clusters: Sequence | None = None, resamples: int = 0) -> dict[str, dict]:
     """Metrics per group (e.g. per generator, source, language), in sorted group order.
 
     * a group holding both classes is scored on its own (its synthetic vs its human recordings);
@@ -204,36 +235,143 @@ def by_group(scores, labels, groups: Sequence[str], *, threshold: float | None =
     * a group of human recordings only gets its ``false_alarm`` rate at the threshold (no EER).
 
     Every entry has ``n``, ``n_bonafide``, ``n_spoof`` and ``vs`` (``"group"``, ``"all bonafide"`` or
-    ``None``: which human recordings the EER was computed against).
+    ``None``: which human recordings the EER was computed against). ``resamples`` > 0: also ``eer_ci``, as in
+    :func:`summary`.
     """
     s, y = _check(scores, labels)
     g = np.asarray([str(v) for v in groups], dtype=object)
     if g.shape != s.shape:
         raise ValueError(f"groups and scores differ in length ({g.size} vs {s.size})")
-    all_human = s[y == 0]
     out: dict[str, dict] = {}
-    for name in sorted(set(g.tolist())):
+    for name, (sel, vs) in group_masks(y, g).items():
         m = g == name
         gs, gy = s[m], y[m]
-        n_h, n_s = int((gy == 0).sum()), int((gy == 1).sum())
-        if n_h and n_s:
-            vs, es, ey = "group", gs, gy
-        elif n_s and all_human.size:
-            vs = "all bonafide"
-            es = np.concatenate([gs, all_human])
-            ey = np.concatenate([gy, np.zeros(all_human.size, np.int64)])
-        else:
-            vs, es, ey = None, None, None
-        r: dict = {"n": int(m.sum()), "n_bonafide": n_h, "n_spoof": n_s, "vs": vs, "eer": None,
-                   "eer_threshold": None, "min_dcf": None, "auc": None}
-        if es is not None:
+        r: dict = {"n": int(m.sum()), "n_bonafide": int((gy == 0).sum()), "n_spoof": int((gy == 1).sum()),
+                   "vs": vs, "eer": None, "eer_threshold": None, "min_dcf": None, "auc": None}
+        if vs is not None:
+            es, ey = s[sel], y[sel]
             e, et = eer(es, ey)
             r.update(eer=e, eer_threshold=_num(et), min_dcf=min_dcf(es, ey)[0], auc=roc_auc(es, ey))
+            if resamples:
+                ci = eer_interval(es, ey, None if clusters is None else [clusters[i] for i in np.flatnonzero(sel)],
+                                  n_resamples=resamples)
+                r["eer_ci"] = None if ci["low"] is None else [ci["low"], ci["high"]]
         if threshold is not None:
             fa, mi = rates_at_threshold(gs, gy, threshold)
             r.update(threshold=float(threshold), false_alarm=_num(fa), miss=_num(mi))
         out[name] = r
     return out
+
+# ---------------------------------------------------------------------------- how sure an EER is
+CONFIDENCE = 0.95  # level of the bootstrap intervals
+N_RESAMPLES = 2000  # bootstrap resamples (the interval's ends move by a few tenths of a point between seeds)
+MAX_RESAMPLED = 10_000_000  # unit numbers drawn at once (resamples x units); bounds the memory of large evaluations
+
+
+class _Resampler:
+    """Draws the recordings of a bootstrap resample: each class on its own (a resample keeps the human and
+    synthetic counts), whole clusters at a time (the copies of one clip, or one speaker's recordings, are not
+    independent evidence: resampling them one by one would make an interval too narrow)."""
+
+    def __init__(self, labels: np.ndarray, clusters: Sequence | None):
+        self.sides = []  # per class: (indices ordered by cluster, cluster starts, cluster sizes)
+        for cls in (0, 1):
+            idx = np.flatnonzero(labels == cls)
+            if clusters is None:
+                self.sides.append((idx, np.arange(idx.size), np.ones(idx.size, np.int64)))
+                continue
+            keys = np.asarray([str(clusters[i]) for i in idx], dtype=object)
+            _, inverse = np.unique(keys, return_inverse=True)
+            order = np.argsort(inverse, kind="stable")
+            sizes = np.bincount(inverse)
+            self.sides.append((idx[order], np.cumsum(sizes) - sizes, sizes))
+
+    @property
+    def n_clusters(self) -> tuple[int, int]:
+        return tuple(int(side[1].size) for side in self.sides)
+
+    def members(self, cls: int, chosen: np.ndarray) -> np.ndarray:
+        """Indices of the recordings of clusters ``chosen`` (cluster numbers, repeats allowed) of class ``cls``."""
+        order, starts, sizes = self.sides[cls]
+        n = sizes[chosen]
+        offsets = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+        return order[np.repeat(starts[chosen], n) + offsets]
+
+    def interval(self, statistic, *, confidence: float, n_resamples: int,
+                 seed: int) -> tuple[float, float] | tuple[None, None]:
+        """Percentile bootstrap interval of ``statistic(indices)`` (indices of one resample's recordings);
+        (None, None) when a class has fewer than two units to draw from."""
+        from scipy.stats import bootstrap
+
+        if min(self.n_clusters) < 2:
+            return None, None
+
+        def stat(h, s, axis=-1):
+            h2, s2 = h.reshape(-1, h.shape[-1]), s.reshape(-1, s.shape[-1])
+            out = [statistic(np.concatenate([self.members(0, a), self.members(1, b)])) for a, b in zip(h2, s2)]
+            return np.asarray(out).reshape(h.shape[:-1])
+
+        data = tuple(np.arange(k) for k in self.n_clusters)
+        batch = max(1, min(n_resamples, MAX_RESAMPLED // sum(self.n_clusters)))  # memory of a batch of resamples
+        res = bootstrap(data, stat, vectorized=True, paired=False, axis=-1, confidence_level=confidence,
+                        n_resamples=n_resamples, batch=batch, method="percentile", rng=np.random.default_rng(seed))
+        ci = res.confidence_interval
+        return float(ci.low), float(ci.high)
+
+
+def eer_interval(scores, labels, clusters: Sequence | None = None, *, confidence: float = CONFIDENCE,
+                 n_resamples: int = N_RESAMPLES, seed: int = 0) -> dict:
+    """The EER with a bootstrap confidence interval.
+
+    Resamples the human and the synthetic recordings apart, ``clusters`` (one key per recording, e.g. the
+    speaker, or the clip a telephone copy was made from) whole; None: recording by recording. Percentile
+    interval (``scipy.stats.bootstrap``). An interval is about the recordings: it says how much the EER
+    could move on another draw of the same kind of recordings, not on recordings of another kind.
+
+    Returns
+    -------
+    dict
+        ``eer``, ``low``, ``high`` (fractions; None when a class has a single unit), ``confidence``,
+        ``n_resamples``, ``resampled`` (``"recording"`` or ``"cluster"``) and ``n_units`` ([human, synthetic]
+        units resampled).
+    """
+    s, y = _check(scores, labels)
+    _split(s, y)  # both classes present
+    rs = _Resampler(y, clusters)
+    low, high = rs.interval(lambda i: eer(s[i], y[i])[0], confidence=confidence, n_resamples=n_resamples, seed=seed)
+    return {"eer": eer(s, y)[0], "low": low, "high": high, "confidence": confidence, "n_resamples": n_resamples,
+            "resampled": "recording" if clusters is None else "cluster", "n_units": list(rs.n_clusters)}
+
+
+def eer_change(before, after, labels, clusters: Sequence | None = None, *, confidence: float = CONFIDENCE,
+               n_resamples: int = N_RESAMPLES, seed: int = 0) -> dict:
+    """How the EER changed from one model's scores (``before``) to another's (``after``) on the same
+    recordings, with a paired bootstrap interval of the change: both models are scored on each resample.
+
+    Resampling as :func:`eer_interval`. ``verdict``: ``"better"`` when the whole interval lies below 0
+    (the EER fell), ``"worse"`` when it lies above, else ``"within noise"``. ``n_resamples=0``: the change
+    alone (``low``, ``high`` and ``verdict`` None, as when a class has a single unit).
+
+    Returns
+    -------
+    dict
+        ``before``, ``after``, ``change`` (after - before), ``low``, ``high`` (of the change), ``verdict``,
+        ``confidence``, ``n_resamples``, ``resampled``, ``n_units``.
+    """
+    a, y = _check(before, labels)
+    b, _ = _check(after, labels)
+    _split(a, y)
+    rs = _Resampler(y, clusters)
+    low = high = verdict = None
+    if n_resamples:
+        low, high = rs.interval(lambda i: eer(b[i], y[i])[0] - eer(a[i], y[i])[0], confidence=confidence,
+                                n_resamples=n_resamples, seed=seed)
+        if low is not None:
+            verdict = "better" if high < 0 else "worse" if low > 0 else "within noise"
+    e_a, e_b = eer(a, y)[0], eer(b, y)[0]
+    return {"before": e_a, "after": e_b, "change": e_b - e_a, "low": low, "high": high, "verdict": verdict,
+            "confidence": confidence, "n_resamples": n_resamples,
+            "resampled": "recording" if clusters is None else "cluster", "n_units": list(rs.n_clusters)}
 
 
 # ---------------------------------------------------------------------------- plots

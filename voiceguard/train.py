@@ -544,6 +544,19 @@ def val_metrics(logits: np.ndarray, val: ValSet) -> dict:
     return res
 
 
+def val_change(before: np.ndarray, after: np.ndarray, val: ValSet) -> dict | None:
+    """How the pooled EER of ``val`` went from the ``before`` logits to the ``after`` ones, with a paired bootstrap
+    interval (:func:`voiceguard.metrics.eer_change`) in which a clip and its telephone copies are drawn together;
+    None without both classes scored."""
+    from .metrics import eer_change
+
+    m = np.isfinite(before) & np.isfinite(after)
+    y = val.labels[m]
+    if len(np.unique(y)) < 2:
+        return None
+    return eer_change(before[m], after[m], y, [it.path for it, k in zip(val.items, m) if k])
+
+
 # ---------------------------------------------------------------------------- the loop
 def view_consistency_loss(logits, clean, telephone):
     """Cross-entropy of the telephone views' logits against the clean views' probabilities, which are held
@@ -1065,6 +1078,8 @@ class FinetuneReport:
     kept_epoch: int = 0  # 0: no epoch beat the starting weights, which were kept
     settings: dict = field(default_factory=dict)  # the fine-tune's settings (epochs, lr, regularisers, seed)
     mix: float = 1.0  # share of the kept epoch's weights in the result, the rest the starting weights'
+    #: per part ("new", "original"): the pooled EER's change with its bootstrap interval (:func:`val_change`)
+    changes: dict = field(default_factory=dict)
 
     def forgetting(self) -> float:
         """EER the original validation data lost (the largest rise of its pooled, clean and telephone EERs, see
@@ -1270,9 +1285,13 @@ def finetune(
     before, after = per_part(result.initial_logits), per_part(result.val_logits)
     log_fn(f"before: new data {before['new']}; original validation {before['original']}")
     log_fn(f"after:  new data {after['new']}; original validation {after['original']}")
+    halves = (("new", slice(0, n_new), new_val_set), ("original", slice(n_new, None), orig_val_set))
+    changes = {part: val_change(result.initial_logits[sl], result.val_logits[sl], vs)
+               for part, sl, vs in halves if vs is not None}
     report = FinetuneReport(before, after, result.history, replay_desc, len(new_bank), len(new_val),
                             round((time.time() - t0) / 60, 2), result.best_epoch,
-                            {k: getattr(cfg, k) for k in FINETUNE_SETTINGS}, mix)
+                            {k: getattr(cfg, k) for k in FINETUNE_SETTINGS}, mix,
+                            {k: v for k, v in changes.items() if v is not None})
     summary = dict(base.training or {})
     summary.setdefault("finetunes", [])
     summary["finetunes"] = summary["finetunes"] + [{k: v for k, v in asdict(report).items() if k != "history"}]
