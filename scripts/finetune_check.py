@@ -59,12 +59,12 @@ class Elsewhere:
 
     def change(self, after: dict) -> str:
         """The pooled EER's change with its 95 % paired bootstrap interval (a file and its copies drawn together)."""
+        from voiceguard.evaluate import change_text
         from voiceguard.train import val_change
 
         c = val_change(self.before["logits"], after["logits"], self.val)
-        return (f"; pooled change {100 * c['change']:+.1f} points, 95 % CI {100 * c['low']:+.1f} to "
-                f"{100 * c['high']:+.1f} ({c['verdict']}; {c['n_units'][0]} real and {c['n_units'][1]} synthetic "
-                "files drawn)")
+        units = f", {c['n_units'][0]} real and {c['n_units'][1]} synthetic files drawn"
+        return f"; pooled change {change_text(c, units)}"
 
     @property
     def files(self) -> int:

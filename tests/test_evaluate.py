@@ -119,6 +119,13 @@ def test_cli_evaluate_bad_arguments_exit_2(corpus, capsys, argv, match):
     assert match in capsys.readouterr().err
 
 
+def test_cli_resamples_default_is_the_api_default():
+    from voiceguard import metrics
+    from voiceguard.cli import build_parser
+
+    assert build_parser().parse_args(["evaluate", "--real", "x"]).resamples == metrics.N_RESAMPLES
+
+
 def test_evaluate_api_and_report(corpus, tmp_path):
     from voiceguard.detector import Detector
     from voiceguard.evaluate import evaluate, format_report

@@ -156,7 +156,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--baseline", nargs="?", const="", metavar="FILE",
                    help="also score the recordings with this checkpoint (alone: the shipped one) and report how "
                         "the EER changed, with a paired bootstrap interval: better, worse or within noise")
-    p.add_argument("--resamples", type=int, default=2000, metavar="N",
+    p.add_argument("--resamples", type=int, default=2000, metavar="N",  # = metrics.N_RESAMPLES (a test checks)
                    help="bootstrap resamples for the 95%% intervals of the EERs (default 2000; 0: no intervals)")
     p.add_argument("--resample-by", metavar="KEY",
                    help="resample whole groups of this column (e.g. speaker: one speaker's recordings are not "
@@ -459,11 +459,13 @@ def _cmd_finetune(args) -> int:
         return ", ".join(f"{k.replace('eer_', '')} {v:.1%}" for k, v in d.items() if k.startswith("eer_")) or "n/a"
 
     def change(part: str) -> str:
+        from .evaluate import change_text
+
         c = report.changes.get(part)
         if c is None or c["verdict"] is None:
             return ""
-        return (f"\n  pooled: {100 * c['change']:+.1f} points (95 % CI {100 * c['low']:+.1f} to "
-                f"{100 * c['high']:+.1f}, {sum(c['n_units'])} clips drawn with their telephone copies): {c['verdict']}")
+        units = f", {sum(c['n_units'])} clips drawn with their telephone copies"
+        return f"\n  pooled: {change_text(c, units)}"
 
     print(f"EER on the new data's validation part: before {fmt(report.before['new'])}; "
           f"after {fmt(report.after['new'])}{change('new')}")

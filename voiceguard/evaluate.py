@@ -273,11 +273,17 @@ def _points(x: float) -> str:
     return f"{100 * x:+.1f}"
 
 
-def _change(c: dict) -> str:
-    out = f"{_pct(c['before'])} -> {_pct(c['after'])}: {_points(c['change'])} points"
+def change_text(c: dict, note: str = "") -> str:
+    """``+1.2 points (95 % CI -0.4 to +2.9<note>): within noise`` of a :func:`voiceguard.metrics.eer_change`
+    dict; the change alone when it has no interval."""
     if c["verdict"] is None:
-        return out
-    return f"{out} ({100 * c['confidence']:.0f} % CI {_points(c['low'])} to {_points(c['high'])}): {c['verdict']}"
+        return f"{_points(c['change'])} points"
+    return (f"{_points(c['change'])} points ({100 * c['confidence']:.0f} % CI {_points(c['low'])} to "
+            f"{_points(c['high'])}{note}): {c['verdict']}")
+
+
+def _change(c: dict) -> str:
+    return f"{_pct(c['before'])} -> {_pct(c['after'])}: {change_text(c)}"
 
 
 def format_comparison(c: Comparison) -> str:

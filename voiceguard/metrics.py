@@ -262,6 +262,7 @@ def by_group(scores, labels, groups: Sequence[str], *, threshold: float | None =
         out[name] = r
     return out
 
+
 # ---------------------------------------------------------------------------- how sure an EER is
 CONFIDENCE = 0.95  # level of the bootstrap intervals
 N_RESAMPLES = 2000  # bootstrap resamples (the interval's ends move by a few tenths of a point between seeds)
